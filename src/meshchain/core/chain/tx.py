@@ -1,0 +1,101 @@
+"""Transactions: a signed transfer from one key's account to an address.
+
+The signature signs the transaction id, a tagged hash of the encoded body, so the id
+does not depend on the signature. Blocks commit to whole encoded transactions, signature
+included, so a relayer cannot swap in a bad signature without changing the Merkle root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshchain.core.crypto.address import address_from_public_key
+from meshchain.core.crypto.hashing import tagged_hasher
+from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
+from meshchain.core.crypto.merkle import leaf_hash
+from meshchain.core.wire.codec import (
+    Address20,
+    Codec,
+    Hash32,
+    PublicKey32,
+    Signature64,
+    UInt,
+    WireStruct,
+    bounded_bytes,
+    encode,
+)
+from meshchain.errors import DecodeError, RejectCode, ValidationError
+
+# Room for a content id (issue 9) and a short memo; Bitcoin's OP_RETURN allows 80 bytes.
+MAX_TX_DATA_SIZE = 256
+# Body (~140 bytes) + data + signature, with headroom; checked before decoding.
+MAX_TX_SIZE = 512
+
+_txid_hash = tagged_hasher("meshchain/txid")
+
+
+class TxBody(WireStruct):
+    chain_id: Hash32
+    sender: PublicKey32
+    recipient: Address20
+    amount: UInt
+    fee: UInt
+    nonce: UInt
+    data: bounded_bytes(MAX_TX_DATA_SIZE) = b""
+
+
+class Transaction(WireStruct):
+    body: TxBody
+    signature: Signature64
+
+
+TX_CODEC: Codec[Transaction] = Codec(Transaction, MAX_TX_SIZE)
+
+
+def compute_txid(body: TxBody) -> bytes:
+    return _txid_hash(encode(body))
+
+
+def sign_transaction(body: TxBody, key: SecretKey, aux_rand: bytes | None = None) -> Transaction:
+    if body.sender != key.public_key:
+        raise ValueError("body.sender is not the signing key's public key")
+    return Transaction(body, key.sign(compute_txid(body), aux_rand))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedTx:
+    """A transaction whose signature checked out, with its derived values computed once."""
+
+    tx: Transaction
+    txid: bytes
+    sender: bytes  # the sender's 20-byte address
+    size: int  # encoded bytes
+    leaf: bytes  # Merkle leaf hash of the encoded transaction
+
+    @property
+    def fee_rate(self) -> float:
+        return self.tx.body.fee / self.size
+
+
+def verify_transaction(
+    tx: Transaction, verifier: SignatureVerifier, raw: bytes | None = None
+) -> VerifiedTx:
+    """Check the signature; `raw` is the canonical encoding when the caller already has it."""
+    if raw is None:
+        raw = encode(tx)
+    body = tx.body
+    txid = _txid_hash(encode(body))
+    if not verifier.verify(body.sender, txid, tx.signature):
+        raise ValidationError(RejectCode.BAD_SIGNATURE, f"transaction {txid.hex()}")
+    return VerifiedTx(tx, txid, address_from_public_key(body.sender), len(raw), leaf_hash(raw))
+
+
+def decode_transaction(raw: bytes, verifier: SignatureVerifier) -> VerifiedTx:
+    """Decode canonical bytes and verify the signature; typed errors for both failures."""
+    if len(raw) > MAX_TX_SIZE:
+        raise ValidationError(RejectCode.TOO_LARGE, f"{len(raw)} bytes > {MAX_TX_SIZE}")
+    try:
+        tx = TX_CODEC.decode(raw)
+    except DecodeError as exc:
+        raise ValidationError(RejectCode.MALFORMED, exc.reason) from None
+    return verify_transaction(tx, verifier, raw)
