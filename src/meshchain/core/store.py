@@ -21,7 +21,7 @@ class BlockIndexEntry:
     height: int
     timestamp_ms: int
     chain_weight: int  # cumulative weight from genesis, as the engine scores it (may be huge)
-    sequence: int  # arrival order: among equal weights the earlier block wins
+    sequence: int  # arrival order, unique: among equal weights the earlier block wins
     invalid: bool = False
 
     def marked_invalid(self) -> BlockIndexEntry:
@@ -33,7 +33,7 @@ class AccountRecord:
     address: bytes
     balance: int
     nonce: int
-    index: int  # position of the account's leaf in the state tree
+    index: int  # position of the account's leaf in the state tree; unique, never reassigned
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +85,14 @@ class ChainStore(Protocol):
     def find_tx(self, txid: bytes) -> TxLocation | None: ...
 
     def txs_by_address(self, address: bytes, limit: int) -> list[TxLocation]:
-        """The newest `limit` indexed transactions touching `address`, newest first."""
+        """The newest `limit` (>= 0) indexed transactions touching `address`, newest first."""
         ...
 
     def write(self, batch: WriteBatch) -> None:
-        """Apply the whole batch atomically (deletions first, then puts)."""
+        """Apply the whole batch atomically (deletions first, then puts).
+
+        Raises StoreError when the store cannot commit; nothing of the batch remains then.
+        """
         ...
 
     def close(self) -> None: ...
@@ -134,6 +137,8 @@ class MemoryStore:
         return self._txs.get(txid)
 
     def txs_by_address(self, address: bytes, limit: int) -> list[TxLocation]:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
         found = self._by_address.get(address, {}).values()
         newest = sorted(found, key=lambda loc: (loc.height, loc.position), reverse=True)
         return newest[:limit]
@@ -157,6 +162,8 @@ class MemoryStore:
         for block_hash, undo in batch.undo_put:
             self._undo[block_hash] = undo
         for location, addresses in batch.txs_indexed:
+            for stale in self._tx_addresses.get(location.txid, ()):
+                self._by_address.get(stale, {}).pop(location.txid, None)
             self._txs[location.txid] = location
             self._tx_addresses[location.txid] = addresses
             for address in addresses:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import msgspec
 
+from meshchain.core.chain.tx import Transaction
 from meshchain.core.crypto.hashing import tagged_hasher
 from meshchain.core.crypto.merkle import leaf_hash, merkle_root
 from meshchain.core.wire.codec import (
@@ -25,7 +26,6 @@ from meshchain.core.wire.codec import (
     bounded_bytes,
     encode,
 )
-from meshchain.core.chain.tx import Transaction
 
 BLOCK_VERSION = 1
 # A block must fit in one protocol message (Bitcoin: 4,000,000 bytes).

@@ -99,3 +99,12 @@ def decode_transaction(raw: bytes, verifier: SignatureVerifier) -> VerifiedTx:
     except DecodeError as exc:
         raise ValidationError(RejectCode.MALFORMED, exc.reason) from None
     return verify_transaction(tx, verifier, raw)
+
+
+def reverified_from_chain(tx: Transaction) -> VerifiedTx:
+    """Derived values for a transaction of a block we connected before, whose signature
+    was checked then (used when a reorg hands its transactions back to the mempool)."""
+    raw = encode(tx)
+    return VerifiedTx(
+        tx, compute_txid(tx.body), address_from_public_key(tx.body.sender), len(raw), leaf_hash(raw)
+    )

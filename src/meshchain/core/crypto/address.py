@@ -6,7 +6,7 @@ mistyped address is rejected instead of burning funds.
 
 from __future__ import annotations
 
-import bech32
+from bech32m import codecs as bech32
 
 from meshchain.core.crypto.hashing import tagged_hasher
 from meshchain.errors import AddressError
@@ -27,23 +27,26 @@ def address_from_public_key(public_key: bytes) -> bytes:
 def encode_address(address: bytes) -> str:
     if len(address) != ADDRESS_SIZE:
         raise AddressError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
-    data = bech32.convertbits(address, 8, 5, True)
-    text: str = bech32.bech32_encode(ADDRESS_HRP, data, bech32.Encoding.BECH32M)
-    return text
+    data = bytes(bech32.convertbits(address, 8, 5, True))
+    return bech32.bech32_encode(ADDRESS_HRP, data, bech32.Encoding.BECH32M)
 
 
 def decode_address(text: str) -> bytes:
     """Parse `mc1…`; raises AddressError saying what is wrong."""
     if not isinstance(text, str) or len(text) > MAX_ADDRESS_TEXT_LENGTH:
         raise AddressError("address is not a string of at most 90 characters")
-    hrp, data, spec = bech32.bech32_decode(text.strip())
-    if hrp is None or data is None:
-        raise AddressError(f"address {text!r} has a bad checksum or characters")
+    try:
+        hrp, data, spec = bech32.bech32_decode(text.strip())
+    except bech32.DecodeError:
+        raise AddressError(f"address {text!r} has a bad checksum or characters") from None
     if spec != bech32.Encoding.BECH32M:
         raise AddressError(f"address {text!r} uses bech32, not bech32m")
     if hrp != ADDRESS_HRP:
         raise AddressError(f"address {text!r} has prefix {hrp!r}, expected {ADDRESS_HRP!r}")
-    decoded = bech32.convertbits(data, 5, 8, False)
-    if decoded is None or len(decoded) != ADDRESS_SIZE:
+    try:
+        decoded = bech32.convertbits(data, 5, 8, False)
+    except bech32.DecodeError:
+        raise AddressError(f"address {text!r} has bad padding") from None
+    if len(decoded) != ADDRESS_SIZE:
         raise AddressError(f"address {text!r} does not hold {ADDRESS_SIZE} bytes")
     return bytes(decoded)

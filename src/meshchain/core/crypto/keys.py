@@ -7,8 +7,8 @@ keys: senders repeat, and the cache saves about 15% of a verification.
 
 from __future__ import annotations
 
-import os
 import random
+import secrets
 from collections import OrderedDict
 
 import coincurve
@@ -40,9 +40,9 @@ class SecretKey:
 
     @classmethod
     def generate(cls, rng: random.Random | None = None) -> SecretKey:
-        """A fresh key: from the OS's CSPRNG, or from `rng` for reproducible test networks."""
+        """A fresh key from the OS CSPRNG (`secrets`), or from `rng` for repeatable tests."""
         while True:
-            secret = rng.randbytes(SECRET_KEY_SIZE) if rng is not None else os.urandom(32)
+            secret = rng.randbytes(SECRET_KEY_SIZE) if rng is not None else secrets.token_bytes(32)
             if 0 < int.from_bytes(secret, "big") < _CURVE_ORDER:
                 return cls(secret)
 
@@ -60,7 +60,7 @@ class SecretKey:
     def sign(self, message: bytes, aux_rand: bytes | None = None) -> bytes:
         """BIP340 signature; `aux_rand` defaults to fresh OS randomness as BIP340 advises."""
         if aux_rand is None:
-            aux_rand = os.urandom(AUX_RAND_SIZE)
+            aux_rand = secrets.token_bytes(AUX_RAND_SIZE)
         return bytes(self._key.sign_schnorr(message, aux_rand))
 
     def __repr__(self) -> str:

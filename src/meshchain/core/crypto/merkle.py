@@ -122,8 +122,10 @@ class MerkleTree:
 
     def pop(self) -> bytes:
         leaf = self._levels[0].pop()
-        if self._levels[0]:
-            self._dirty.add(len(self._levels[0]) - 1)
+        count = len(self._levels[0])
+        self._dirty.discard(count)  # the popped leaf's index no longer exists
+        if count:
+            self._dirty.add(count - 1)
         return leaf
 
     def update(self, index: int, leaf: bytes) -> None:

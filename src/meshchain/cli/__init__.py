@@ -1,0 +1,1 @@
+"""The `meshchain` command line."""

@@ -1,0 +1,150 @@
+"""`meshchain` — the command line: init, keys, node, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+
+import click
+
+from meshchain import __version__
+from meshchain.cli.demo import demo
+from meshchain.cli.setup import COIN, create_datadir, make_genesis
+from meshchain.config import open_datadir, write_key
+from meshchain.core.chain.genesis import ChainMode
+from meshchain.core.crypto.address import address_from_public_key, encode_address
+from meshchain.core.crypto.keys import SecretKey
+from meshchain.core.events import NodeStarted
+from meshchain.core.node import Node, NodeConfig
+from meshchain.errors import MeshchainError
+from meshchain.runtime.driver import NodeDriver, install_uvloop, stop_on_signals
+from meshchain.storage.sqlite import SqliteChainStore
+
+INIT_WALLET_KEY_FILE = "keys/wallet.key"
+INIT_ALLOCATION = 1_000_000 * COIN
+
+
+def _fail(error: Exception) -> None:
+    raise click.ClickException(str(error))
+
+
+@click.group()
+@click.version_option(__version__, prog_name="meshchain")
+def cli() -> None:
+    """meshchain: a blockchain peer-to-peer network."""
+
+
+@cli.command()
+@click.option("--datadir", required=True, type=click.Path(path_type=Path), help="Node home.")
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in ChainMode]),
+    default="private",
+    show_default=True,
+    help="public (proof of work), consortium (BFT) or private (PoA).",
+)
+@click.option("--chain-name", default=None, help="Human name of the chain.")
+@click.option("--force", is_flag=True, help="Overwrite an existing data directory.")
+def init(datadir: Path, mode: str, chain_name: str | None, force: bool) -> None:
+    """Create a single-node chain: genesis.toml, config.toml and keys.
+
+    This node is the chain's only member and validator, and keys/wallet.key holds the
+    funded genesis account.
+    """
+    chain_mode = ChainMode(mode)
+    node_key, validator_key, wallet_key = (
+        SecretKey.generate(),
+        SecretKey.generate(),
+        (SecretKey.generate()),
+    )
+    wallet = address_from_public_key(wallet_key.public_key)
+    try:
+        genesis = make_genesis(
+            chain_mode,
+            chain_name=chain_name or f"meshchain-{mode}",
+            validators=[validator_key],
+            members=[node_key],
+            allocations=[(wallet, INIT_ALLOCATION)],
+        )
+        create_datadir(datadir, genesis, node_key, validator_key, force=force)
+        write_key(datadir / INIT_WALLET_KEY_FILE, wallet_key)
+    except MeshchainError as error:
+        _fail(error)
+    click.echo(f"initialized {mode} chain {genesis.chain_name!r} in {datadir}")
+    click.echo(f"  node key:      {node_key.public_key.hex()}")
+    click.echo(f"  wallet:        {encode_address(wallet)} ({INIT_ALLOCATION // COIN} coins)")
+
+
+@cli.group()
+def keys() -> None:
+    """Key management."""
+
+
+@keys.command("new")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the secret key here (0600).")
+def keys_new(out: Path | None) -> None:
+    """Make a secp256k1 key and print its address (and the secret, without --out)."""
+    key = SecretKey.generate()
+    report = {
+        "address": encode_address(address_from_public_key(key.public_key)),
+        "public_key": key.public_key.hex(),
+    }
+    if out is not None:
+        if out.exists():
+            _fail(FileExistsError(f"{out} exists; refusing to overwrite a key"))
+        write_key(out, key)
+        report["key_file"] = str(out)
+    else:
+        report["secret_key"] = key.to_bytes().hex()
+    click.echo(json.dumps(report, indent=2))
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@cli.command()
+@click.option("--datadir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+def node(datadir: Path, log_level: str) -> None:
+    """Run a node from its data directory until SIGINT or SIGTERM."""
+    _configure_logging(log_level)
+    try:
+        home = open_datadir(datadir)
+        config = NodeConfig(home.genesis(), home.validator_key(), home.beneficiary())
+        store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
+        core = Node(config, store, random.Random())
+    except MeshchainError as error:
+        _fail(error)
+    install_uvloop()
+    try:
+        asyncio.run(_run_until_signal(NodeDriver(core)))
+    finally:
+        store.close()
+
+
+async def _run_until_signal(driver: NodeDriver) -> None:
+    stop = stop_on_signals()
+    chain = driver.node.chain
+    logging.getLogger("meshchain.node").info(
+        "chain %s at height %d", chain.chain_id.hex()[:16], chain.height
+    )
+    driver.feed(NodeStarted())
+    await stop.wait()
+    driver.stop()
+    logging.getLogger("meshchain.node").info("stopped at height %d", chain.height)
+
+
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,149 @@
+"""The data directory: genesis.toml, config.toml, keys/, and the chain database.
+
+Layout (like bitcoind's and cometbft's home directories):
+
+    DATADIR/genesis.toml        the chain (shared by every node of the network)
+    DATADIR/config.toml         this node's settings
+    DATADIR/keys/node.key       the node's identity key (hex, mode 0600)
+    DATADIR/keys/validator.key  present on validators (hex, mode 0600)
+    DATADIR/chain.sqlite        blocks, state, indexes (SQLite, WAL)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import tomli_w
+
+from meshchain.core.chain.genesis import Genesis, genesis_from_mapping, genesis_to_mapping
+from meshchain.core.crypto.address import decode_address
+from meshchain.core.crypto.keys import SecretKey
+from meshchain.errors import ConfigError, CryptoError
+
+GENESIS_FILE = "genesis.toml"
+CONFIG_FILE = "config.toml"
+KEYS_DIR = "keys"
+NODE_KEY_FILE = "keys/node.key"
+VALIDATOR_KEY_FILE = "keys/validator.key"
+DATABASE_FILE = "chain.sqlite"
+DEFAULT_P2P_PORT = 26656  # CometBFT's default p2p port
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+
+class _NodeSection(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = "node"
+
+
+class _P2PSection(msgspec.Struct, forbid_unknown_fields=True):
+    listen: str = f"127.0.0.1:{DEFAULT_P2P_PORT}"
+    peers: list[str] = []
+
+
+class _ChainSection(msgspec.Struct, forbid_unknown_fields=True):
+    validator_key: str = ""  # path relative to the data directory; "" on non-validators
+    beneficiary: str = ""  # address paid for our blocks; "" means the validator's own
+
+
+class _StorageSection(msgspec.Struct, forbid_unknown_fields=True):
+    synchronous: str = "FULL"
+
+
+class ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
+    node: _NodeSection = msgspec.field(default_factory=_NodeSection)
+    p2p: _P2PSection = msgspec.field(default_factory=_P2PSection)
+    chain: _ChainSection = msgspec.field(default_factory=_ChainSection)
+    storage: _StorageSection = msgspec.field(default_factory=_StorageSection)
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """A node's home directory, with typed access to what it holds."""
+
+    path: Path
+    config: ConfigFile = field(default_factory=ConfigFile)
+
+    @property
+    def database(self) -> Path:
+        return self.path / DATABASE_FILE
+
+    def genesis(self) -> Genesis:
+        return load_genesis(self.path / GENESIS_FILE)
+
+    def validator_key(self) -> SecretKey | None:
+        relative = self.config.chain.validator_key
+        return read_key(self.path / relative) if relative else None
+
+    def node_key(self) -> SecretKey:
+        return read_key(self.path / NODE_KEY_FILE)
+
+    def beneficiary(self) -> bytes | None:
+        text = self.config.chain.beneficiary
+        if not text:
+            return None
+        try:
+            return decode_address(text)
+        except CryptoError as exc:
+            raise ConfigError(f"chain.beneficiary: {exc}") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(tomli_w.dumps(data))
+
+
+def load_genesis(path: Path) -> Genesis:
+    try:
+        return genesis_from_mapping(read_toml(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_genesis(path: Path, genesis: Genesis) -> None:
+    write_toml(path, genesis_to_mapping(genesis))
+
+
+def open_datadir(path: Path) -> DataDir:
+    if not (path / CONFIG_FILE).exists():
+        raise ConfigError(f"{path}: not a meshchain data directory (run `meshchain init`)")
+    try:
+        config = msgspec.convert(read_toml(path / CONFIG_FILE), ConfigFile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path / CONFIG_FILE}: {exc}") from None
+    if config.storage.synchronous not in SYNCHRONOUS_MODES:
+        raise ConfigError(f"storage.synchronous: must be one of {', '.join(SYNCHRONOUS_MODES)}")
+    return DataDir(path, config)
+
+
+def save_config(path: Path, config: ConfigFile) -> None:
+    write_toml(path / CONFIG_FILE, msgspec.to_builtins(config))
+
+
+def write_key(path: Path, key: SecretKey) -> None:
+    """Write a secret key as hex, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key.to_bytes().hex() + "\n")
+
+
+def read_key(path: Path) -> SecretKey:
+    try:
+        return SecretKey.from_hex(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: key file missing") from None
+    except CryptoError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

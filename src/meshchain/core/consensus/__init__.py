@@ -1,0 +1,19 @@
+"""Consensus engines: who may make a block, and how much a chain weighs."""
+
+from __future__ import annotations
+
+from meshchain.core.chain.genesis import EngineName, Genesis
+from meshchain.core.consensus.engine import ConsensusEngine
+from meshchain.core.consensus.poa import ProofOfAuthority
+from meshchain.core.crypto.keys import SignatureVerifier
+from meshchain.errors import ConfigError
+
+
+def engine_for(genesis: Genesis, verifier: SignatureVerifier | None = None) -> ConsensusEngine:
+    """The engine genesis names; pow and bft arrive with the consensus issue."""
+    if genesis.engine is EngineName.POA:
+        return ProofOfAuthority(genesis, verifier)
+    raise ConfigError(f"consensus.engine: {genesis.engine.value} is not implemented yet")
+
+
+__all__ = ["ConsensusEngine", "ProofOfAuthority", "engine_for"]

@@ -1,0 +1,35 @@
+"""What the chain core asks of a consensus engine.
+
+The chain core knows blocks, state and fork choice; an engine knows who may make a block
+and how much a block weighs. Engines that need timers (BFT) return them as actions from
+the node; this interface is the part every engine shares.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from meshchain.core.chain.block import BlockHeader
+from meshchain.core.crypto.keys import SecretKey
+
+
+class ConsensusEngine(Protocol):
+    name: str
+    # How far ahead of our clock a block's timestamp may be before we refuse it for now.
+    max_future_drift_ms: int
+
+    def check_header(self, header: BlockHeader, parent: BlockHeader) -> None:
+        """Raise ValidationError(BAD_CONSENSUS or BAD_TIMESTAMP) if the engine rejects it."""
+        ...
+
+    def block_weight(self, header: BlockHeader) -> int:
+        """This block's contribution to its chain's cumulative weight (fork choice)."""
+        ...
+
+    def can_propose(self, height: int, public_key: bytes) -> bool:
+        """Whether the holder of `public_key` may make the block at `height`."""
+        ...
+
+    def seal(self, header: BlockHeader, key: SecretKey) -> BlockHeader:
+        """Fill the header's consensus field so that `check_header` accepts it."""
+        ...

@@ -1,0 +1,216 @@
+"""The node: every core component behind one `handle(input, now) -> list[Action]`.
+
+The asyncio runtime and the simulator both drive this object and execute exactly the
+actions it returns. Relay is flooding for now (each new valid transaction or block goes
+to every peer but the one it came from); later issues replace it with announce-then-fetch.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from meshchain.core.chain.block import Block, block_hash
+from meshchain.core.chain.chainstate import AddBlockResult, ChainState
+from meshchain.core.chain.genesis import Genesis
+from meshchain.core.chain.mempool import Mempool
+from meshchain.core.chain.tx import TX_CODEC, Transaction, VerifiedTx, verify_transaction
+from meshchain.core.chain.validation import check_transaction
+from meshchain.core.consensus import engine_for
+from meshchain.core.crypto.address import address_from_public_key
+from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
+from meshchain.core.events import (
+    Action,
+    BlockAccepted,
+    BlockRejected,
+    ChainReorganized,
+    Disconnect,
+    Input,
+    MessageReceived,
+    NodeStarted,
+    PeerConnected,
+    PeerDisconnected,
+    PeerId,
+    ScheduleTimer,
+    Send,
+    TimerFired,
+    TransactionAccepted,
+    TransactionRejected,
+    TransactionSubmitted,
+)
+from meshchain.core.store import ChainStore
+from meshchain.core.wire.messages import BlockMessage, TransactionMessage
+from meshchain.errors import DecodeError, RejectCode, ValidationError
+
+PRODUCE_TIMER = "produce"
+EXPIRE_TIMER = "mempool-expire"
+MEMPOOL_EXPIRE_INTERVAL = 60.0  # seconds between mempool expiry sweeps
+# Block templates stay well under MAX_BLOCK_SIZE so a block always fits one message.
+BLOCK_TEMPLATE_MAX_BYTES = 1_000_000
+BLOCK_TEMPLATE_MAX_TXS = 5_000
+# Rejections that say the peer sent something no honest node would send.
+PEER_FAULTS = frozenset(
+    {
+        RejectCode.MALFORMED,
+        RejectCode.BAD_SIGNATURE,
+        RejectCode.BAD_MERKLE_ROOT,
+        RejectCode.BAD_STATE_ROOT,
+        RejectCode.BAD_CONSENSUS,
+        RejectCode.WRONG_CHAIN,
+        RejectCode.BAD_VERSION,
+        RejectCode.TOO_LARGE,
+        RejectCode.BAD_HEIGHT,
+        RejectCode.INVALID_ANCESTOR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    genesis: Genesis
+    validator_key: SecretKey | None = None  # set on nodes that make blocks
+    beneficiary: bytes | None = None  # who is paid for our blocks; default: the validator
+
+
+class Node:
+    def __init__(self, config: NodeConfig, store: ChainStore, rng: random.Random) -> None:
+        self.config = config
+        self.rng = rng
+        self.verifier = SignatureVerifier()
+        self.engine = engine_for(config.genesis, self.verifier)
+        self.chain = ChainState(config.genesis, self.engine, store, self.verifier)
+        self.mempool = Mempool(self.chain.ledger)
+        self.peers: dict[PeerId, bool] = {}  # peer -> outbound
+        key = config.validator_key
+        self._beneficiary = config.beneficiary or (
+            address_from_public_key(key.public_key) if key is not None else bytes(20)
+        )
+
+    # --- the one entry point ----------------------------------------------------------
+
+    def handle(self, event: Input, now: float) -> list[Action]:
+        match event:
+            case NodeStarted():
+                return self._started(now)
+            case PeerConnected(peer, outbound):
+                self.peers[peer] = outbound
+                return []
+            case PeerDisconnected(peer, _):
+                self.peers.pop(peer, None)
+                return []
+            case MessageReceived(peer, TransactionMessage(tx), _):
+                return self._transaction(tx, None, now, peer)
+            case MessageReceived(peer, BlockMessage(block), _):
+                return self._block(block, now, peer)
+            case TransactionSubmitted(raw):
+                return self._submitted(raw, now)
+            case TimerFired(timer):
+                return self._timer(timer, now)
+        raise TypeError(f"Node.handle got an unknown input {event!r}")
+
+    # --- handlers ---------------------------------------------------------------------
+
+    def _started(self, now: float) -> list[Action]:
+        actions: list[Action] = [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
+        if self.config.validator_key is not None:
+            actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
+        return actions
+
+    def _relay(
+        self, message: TransactionMessage | BlockMessage, source: PeerId | None
+    ) -> list[Action]:
+        return [Send(peer, message) for peer in self.peers if peer != source]
+
+    def _submitted(self, raw: bytes, now: float) -> list[Action]:
+        try:
+            tx = TX_CODEC.decode(raw)
+        except DecodeError as exc:
+            return [TransactionRejected(None, RejectCode.MALFORMED, exc.reason, None)]
+        return self._transaction(tx, raw, now, None)
+
+    def _transaction(
+        self, tx: Transaction, raw: bytes | None, now: float, peer: PeerId | None
+    ) -> list[Action]:
+        vtx: VerifiedTx | None = None
+        try:
+            check_transaction(tx, self.chain.chain_id)
+            vtx = verify_transaction(tx, self.verifier, raw)
+            if vtx.txid in self.mempool:
+                return []
+            self.mempool.add(vtx, now)
+        except ValidationError as error:
+            txid = vtx.txid if vtx is not None else None
+            actions: list[Action] = [TransactionRejected(txid, error.code, error.detail, peer)]
+            if peer is not None and error.code in PEER_FAULTS:
+                actions.append(Disconnect(peer, f"sent an invalid transaction: {error}"))
+            return actions
+        return [TransactionAccepted(vtx.txid), *self._relay(TransactionMessage(tx), peer)]
+
+    def _block(self, block: Block, now: float, peer: PeerId | None) -> list[Action]:
+        old_tip = self.chain.tip_hash
+        update = self.chain.add_block(block, now)
+        actions: list[Action] = []
+        if update.error is not None:
+            error = update.error
+            actions.append(BlockRejected(update.block_hash, error.code, error.detail, peer))
+            if peer is not None and error.code in PEER_FAULTS:
+                actions.append(Disconnect(peer, f"sent an invalid block: {error}"))
+        if update.result in (AddBlockResult.DUPLICATE, AddBlockResult.INVALID):
+            return actions
+        for _, vtxs in update.disconnected:
+            self.mempool.block_disconnected(vtxs, now)
+        for connected, vtxs in update.connected:
+            self.mempool.block_connected(vtxs)
+            actions.append(
+                BlockAccepted(
+                    block_hash(connected),
+                    connected.header.height,
+                    len(vtxs),
+                    produced=peer is None,
+                )
+            )
+        if update.disconnected:
+            actions.append(
+                ChainReorganized(
+                    old_tip,
+                    self.chain.tip_hash,
+                    len(update.disconnected),
+                    len(update.connected),
+                )
+            )
+        if update.result is not AddBlockResult.ORPHAN:
+            actions.extend(self._relay(BlockMessage(block), peer))
+        return actions
+
+    def _timer(self, timer: str, now: float) -> list[Action]:
+        if timer == EXPIRE_TIMER:
+            self.mempool.expire(now)
+            return [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
+        if timer == PRODUCE_TIMER:
+            actions = self._produce(now)
+            actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
+            return actions
+        return []
+
+    # --- block production -------------------------------------------------------------
+
+    def _next_slot(self, now: float) -> float:
+        """When the next block may be made: one block interval after the tip."""
+        interval = self.config.genesis.consensus.block_interval_ms / 1000
+        due = self.chain.tip_header.timestamp_ms / 1000 + interval
+        return due if due > now else now + interval
+
+    def _produce(self, now: float) -> list[Action]:
+        key = self.config.validator_key
+        assert key is not None
+        height = self.chain.height + 1
+        interval_ms = self.config.genesis.consensus.block_interval_ms
+        now_ms = int(now * 1000)
+        if not self.engine.can_propose(height, key.public_key):
+            return []
+        if now_ms < self.chain.tip_header.timestamp_ms + interval_ms:
+            return []
+        candidates = self.mempool.select(BLOCK_TEMPLATE_MAX_BYTES, BLOCK_TEMPLATE_MAX_TXS)
+        block, _ = self.chain.build_block(candidates, now_ms, self._beneficiary)
+        sealed = Block(self.engine.seal(block.header, key), block.transactions)
+        return self._block(sealed, now, None)
