@@ -38,8 +38,14 @@ def make_transactions(count: int, senders: int, seed: int) -> tuple[ChainKit, li
     for _ in range(count):
         sender = rng.randrange(senders)
         recipient = rng.randrange(senders)
-        tx = kit.transfer(the_chain_id, sender, recipient, rng.randrange(1, 1000),
-                          rng.randrange(1, 100), nonces[sender])
+        tx = kit.transfer(
+            the_chain_id,
+            sender,
+            recipient,
+            rng.randrange(1, 1000),
+            rng.randrange(1, 100),
+            nonces[sender],
+        )
         nonces[sender] += 1
         raws.append(encode(tx))
     return kit, raws
@@ -92,8 +98,9 @@ def main() -> None:
     raw_rate = max(raw_verify_rate(raws) for _ in range(args.rounds))
     rate = max(pipeline_rate(kit, raws, args.block) for _ in range(args.rounds))
     ratio = rate / raw_rate
-    print(f"transactions:             {len(raws)} from {args.senders} senders, "
-          f"blocks of {args.block}")
+    print(
+        f"transactions:             {len(raws)} from {args.senders} senders, blocks of {args.block}"
+    )
     print(f"raw coincurve verify:     {raw_rate:,.0f} sig/s (baseline, keys pre-parsed)")
     print(f"decode+verify+apply:      {rate:,.0f} tx/s")
     print(f"ratio:                    {ratio:.3f} (target >= {TARGET_RATIO})")

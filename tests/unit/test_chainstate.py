@@ -51,7 +51,8 @@ def reseal(block: Block, **changes: object) -> Block:
 def test_extending_the_chain_indexes_transactions() -> None:
     chain = KIT.chain()
     blocks = grow(chain, 3, txs=2)
-    assert chain.height == 3 and chain.tip_hash == block_hash(blocks[-1])
+    assert chain.height == 3
+    assert chain.tip_hash == block_hash(blocks[-1])
     for height, block in enumerate(blocks, start=1):
         for position, tx in enumerate(block.transactions):
             location = chain.store.find_tx(compute_txid(tx.body))
@@ -104,7 +105,8 @@ def test_bad_state_root_is_invalid_and_so_are_its_children() -> None:
     bad = reseal(good, state_root=bytes(32))
     update = chain.add_block(bad, KIT.now_after(bad))
     assert update.result is AddBlockResult.INVALID
-    assert update.error is not None and update.error.code is RejectCode.BAD_STATE_ROOT
+    assert update.error is not None
+    assert update.error.code is RejectCode.BAD_STATE_ROOT
     assert chain.height == 1
     child = reseal(
         bad,
@@ -131,10 +133,13 @@ def test_a_reorg_that_meets_an_invalid_block_falls_back_to_the_old_chain() -> No
         assert main.add_block(block, KIT.now_after(block)).result is AddBlockResult.SIDE_BRANCH
     update = main.add_block(forged, KIT.now_after(forged))
     assert update.result is AddBlockResult.INVALID
-    assert main.tip_hash == tip and main.ledger.state_root() == root
-    assert update.connected == [] and update.disconnected == []  # no net change
+    assert main.tip_hash == tip
+    assert main.ledger.state_root() == root
+    assert update.connected == []
+    assert update.disconnected == []
     entry = main.entry(block_hash(forged))
-    assert entry is not None and entry.invalid
+    assert entry is not None
+    assert entry.invalid
 
 
 @pytest.mark.parametrize(
@@ -161,7 +166,8 @@ def test_tampered_blocks_are_rejected_with_a_reason(tamper: object, code: Reject
     block = KIT.next_block(chain, transfers(chain, 2))
     update = chain.add_block(tamper(block), KIT.now_after(block))  # type: ignore[operator]
     assert update.result is AddBlockResult.INVALID
-    assert update.error is not None and update.error.code is code
+    assert update.error is not None
+    assert update.error.code is code
     assert chain.height == 1
 
 
@@ -171,7 +177,8 @@ def test_a_block_signed_by_a_stranger_is_rejected() -> None:
     stranger = SecretKey.generate()
     header = msgspec.structs.replace(block.header, consensus=stranger.sign(b"x" * 32))
     update = chain.add_block(Block(header, []), KIT.now_after(block))
-    assert update.error is not None and update.error.code is RejectCode.BAD_CONSENSUS
+    assert update.error is not None
+    assert update.error.code is RejectCode.BAD_CONSENSUS
 
 
 def test_a_block_from_the_future_waits_until_its_time() -> None:
@@ -179,7 +186,8 @@ def test_a_block_from_the_future_waits_until_its_time() -> None:
     block = KIT.next_block(chain, [], parent_offset_ms=120_000)
     early = block.header.timestamp_ms / 1000 - 60
     update = chain.add_block(block, early)
-    assert update.error is not None and update.error.code is RejectCode.BAD_TIMESTAMP
+    assert update.error is not None
+    assert update.error.code is RejectCode.BAD_TIMESTAMP
     assert not chain.has_block(block_hash(block))
     assert chain.add_block(block, KIT.now_after(block)).result is AddBlockResult.CONNECTED
 
@@ -197,7 +205,8 @@ def test_orphans_are_adopted_when_their_parent_arrives() -> None:
     assert [block_hash(b) for b, _ in update.connected] == [
         block_hash(b) for b in (first, second, third)
     ]
-    assert chain.tip_hash == source.tip_hash and chain.orphan_count == 0
+    assert chain.tip_hash == source.tip_hash
+    assert chain.orphan_count == 0
 
 
 def test_the_orphan_pool_is_bounded() -> None:
@@ -220,7 +229,8 @@ def test_reopening_the_store_restores_tip_state_and_indexes(tmp_path: Path, back
         store.close()
         store = SqliteChainStore(tmp_path / "c.sqlite")
     reopened = KIT.chain(store)
-    assert reopened.tip_hash == rival.tip_hash and reopened.height == 3
+    assert reopened.tip_hash == rival.tip_hash
+    assert reopened.height == 3
     assert reopened.ledger.state_root() == rival.ledger.state_root()
     assert reopened.ledger.minted == rival.ledger.minted
     assert reopened.ledger.burnt == rival.ledger.burnt

@@ -23,7 +23,6 @@ from meshchain.core.wire.codec import (
     UInt,
     UInt16,
     WireStruct,
-    bounded_bytes,
     encode,
 )
 
@@ -38,9 +37,10 @@ ZERO_HASH = bytes(32)
 NO_BENEFICIARY = bytes(20)
 
 _block_hash = tagged_hasher("meshchain/block")
+ConsensusField = Annotated[bytes, msgspec.Meta(max_length=MAX_CONSENSUS_FIELD_SIZE)]
 
 
-class BlockHeader(WireStruct):
+class BlockHeader(WireStruct, frozen=True):
     version: UInt16
     chain_id: Hash32
     height: UInt
@@ -49,10 +49,10 @@ class BlockHeader(WireStruct):
     tx_root: Hash32
     state_root: Hash32
     beneficiary: Address20  # receives the reward and the unburnt fees
-    consensus: bounded_bytes(MAX_CONSENSUS_FIELD_SIZE) = b""
+    consensus: ConsensusField = b""
 
 
-class Block(WireStruct):
+class Block(WireStruct, frozen=True):
     header: BlockHeader
     transactions: Annotated[list[Transaction], msgspec.Meta(max_length=MAX_BLOCK_TXS)]
 

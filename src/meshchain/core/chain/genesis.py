@@ -68,7 +68,7 @@ Name = Annotated[str, msgspec.Meta(max_length=MAX_MEMBER_NAME_LENGTH)]
 ChainName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHAIN_NAME_LENGTH)]
 
 
-class ConsensusParams(WireStruct):
+class ConsensusParams(WireStruct, frozen=True):
     engine: str
     block_interval_ms: UInt = DEFAULT_BLOCK_INTERVAL_MS
     # Proof of work: expected hashes per block at genesis (devnets: a few thousand).
@@ -79,19 +79,19 @@ class ConsensusParams(WireStruct):
     bft_timeout_commit_ms: UInt = 1_000
 
 
-class Allocation(WireStruct):
+class Allocation(WireStruct, frozen=True):
     address: Address20
     amount: UInt
 
 
-class Member(WireStruct):
+class Member(WireStruct, frozen=True):
     """A node admitted to a consortium or private network, by its identity key."""
 
     node_key: PublicKey32
     name: Name = ""
 
 
-class Validator(WireStruct):
+class Validator(WireStruct, frozen=True):
     """A key that signs blocks or votes, with its voting power."""
 
     public_key: PublicKey32
@@ -99,7 +99,7 @@ class Validator(WireStruct):
     name: Name = ""
 
 
-class Genesis(WireStruct):
+class Genesis(WireStruct, frozen=True):
     version: UInt16
     chain_name: ChainName
     mode: str

@@ -32,7 +32,7 @@ def account_leaf(address: bytes, balance: int, nonce: int) -> bytes:
     return _account_leaf(address + balance.to_bytes(8, "big") + nonce.to_bytes(8, "big"))
 
 
-class PriorAccount(WireStruct):
+class PriorAccount(WireStruct, frozen=True):
     """An account's state before a block touched it."""
 
     address: Address20
@@ -40,7 +40,7 @@ class PriorAccount(WireStruct):
     nonce: UInt
 
 
-class BlockUndo(WireStruct):
+class BlockUndo(WireStruct, frozen=True):
     """What it takes to undo one block: prior states, accounts created, supply counters."""
 
     prior: list[PriorAccount]

@@ -8,6 +8,9 @@ included, so a relayer cannot swap in a bad signature without changing the Merkl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
 
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.hashing import tagged_hasher
@@ -21,7 +24,6 @@ from meshchain.core.wire.codec import (
     Signature64,
     UInt,
     WireStruct,
-    bounded_bytes,
     encode,
 )
 from meshchain.errors import DecodeError, RejectCode, ValidationError
@@ -32,19 +34,20 @@ MAX_TX_DATA_SIZE = 256
 MAX_TX_SIZE = 512
 
 _txid_hash = tagged_hasher("meshchain/txid")
+TxData = Annotated[bytes, msgspec.Meta(max_length=MAX_TX_DATA_SIZE)]
 
 
-class TxBody(WireStruct):
+class TxBody(WireStruct, frozen=True):
     chain_id: Hash32
     sender: PublicKey32
     recipient: Address20
     amount: UInt
     fee: UInt
     nonce: UInt
-    data: bounded_bytes(MAX_TX_DATA_SIZE) = b""
+    data: TxData = b""
 
 
-class Transaction(WireStruct):
+class Transaction(WireStruct, frozen=True):
     body: TxBody
     signature: Signature64
 

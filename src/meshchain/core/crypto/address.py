@@ -28,7 +28,8 @@ def encode_address(address: bytes) -> str:
     if len(address) != ADDRESS_SIZE:
         raise AddressError(f"address must be {ADDRESS_SIZE} bytes, got {len(address)}")
     data = bytes(bech32.convertbits(address, 8, 5, True))
-    return bech32.bech32_encode(ADDRESS_HRP, data, bech32.Encoding.BECH32M)
+    text: str = bech32.bech32_encode(ADDRESS_HRP, data, bech32.Encoding.BECH32M)
+    return text
 
 
 def decode_address(text: str) -> bytes:

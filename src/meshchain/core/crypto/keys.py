@@ -88,10 +88,10 @@ class SignatureVerifier:
 
     def _parsed(self, public_key: bytes) -> coincurve.PublicKeyXOnly | None:
         cache = self._cache
-        parsed = cache.get(public_key, False)
-        if parsed is not False:
+        if public_key in cache:
             cache.move_to_end(public_key)
-            return parsed
+            return cache[public_key]
+        parsed: coincurve.PublicKeyXOnly | None
         try:
             parsed = parse_public_key(public_key)
         except CryptoError:

@@ -9,7 +9,6 @@ from meshchain.core.wire.codec import (
     Signature64,
     UInt,
     WireStruct,
-    bounded_bytes,
     encode,
 )
 
@@ -22,6 +21,5 @@ __all__ = [
     "Signature64",
     "UInt",
     "WireStruct",
-    "bounded_bytes",
     "encode",
 ]

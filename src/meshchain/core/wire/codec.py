@@ -29,11 +29,6 @@ PublicKey32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Signature64 = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 
-def bounded_bytes(max_length: int) -> Any:
-    """A bytes type with a maximum length, checked while decoding."""
-    return Annotated[bytes, msgspec.Meta(max_length=max_length)]
-
-
 class WireStruct(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     """Base of every encoded type: positional, immutable, no unknown fields."""
 

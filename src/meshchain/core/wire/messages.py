@@ -11,13 +11,13 @@ from meshchain.core.chain.tx import Transaction
 from meshchain.core.wire.codec import MAX_MESSAGE_SIZE, Codec, WireStruct
 
 
-class TransactionMessage(WireStruct, tag=1):
+class TransactionMessage(WireStruct, tag=1, frozen=True):
     """One transaction, relayed (flood relay until announce-then-fetch arrives)."""
 
     transaction: Transaction
 
 
-class BlockMessage(WireStruct, tag=2):
+class BlockMessage(WireStruct, tag=2, frozen=True):
     """One whole block."""
 
     block: Block

@@ -1,0 +1,5 @@
+"""`python -m meshchain` runs the command line."""
+
+from meshchain.cli.main import main
+
+main()

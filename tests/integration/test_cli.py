@@ -1,0 +1,148 @@
+"""The command line as a user meets it: real processes, real files, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meshchain.config import open_datadir
+from meshchain.core.chain.chainstate import ChainState
+from meshchain.core.consensus import engine_for
+from meshchain.core.crypto.address import address_from_public_key, decode_address
+from meshchain.core.crypto.keys import SecretKey
+from meshchain.storage.sqlite import SqliteChainStore
+
+DEADLINE = 90.0  # generous: a shared 2-core machine can be slow
+
+
+def meshchain(*args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meshchain", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_init_writes_a_data_directory_with_private_keys(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    result = meshchain("init", "--datadir", str(home), "--mode", "private")
+    assert result.returncode == 0, result.stderr
+    for name in ("genesis.toml", "config.toml", "keys/node.key", "keys/validator.key"):
+        assert (home / name).exists(), name
+    for key in (home / "keys").iterdir():
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    datadir = open_datadir(home)
+    genesis = datadir.genesis()
+    validator = datadir.validator_key()
+    assert validator is not None
+    assert [v.public_key for v in genesis.validators] == [validator.public_key]
+    assert [m.node_key for m in genesis.members] == [datadir.node_key().public_key]
+    wallet = SecretKey.from_hex((home / "keys/wallet.key").read_text())
+    assert genesis.allocations[0].address == address_from_public_key(wallet.public_key)
+    again = meshchain("init", "--datadir", str(home))
+    assert again.returncode != 0
+    assert "already holds a node" in again.stderr
+
+
+def test_keys_new_prints_a_valid_address_and_protects_the_file(tmp_path: Path) -> None:
+    printed = json.loads(meshchain("keys", "new").stdout)
+    key = SecretKey.from_hex(printed["secret_key"])
+    assert decode_address(printed["address"]) == address_from_public_key(key.public_key)
+    out = tmp_path / "k.key"
+    written = json.loads(meshchain("keys", "new", "--out", str(out)).stdout)
+    assert "secret_key" not in written
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert meshchain("keys", "new", "--out", str(out)).returncode != 0
+
+
+def test_node_makes_blocks_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    assert meshchain("init", "--datadir", str(home)).returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meshchain", "node", "--datadir", str(home)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + DEADLINE
+        lines = []
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            lines.append(line)
+            if "produced block 2 " in line or not line:
+                break
+        assert any("produced block 2 " in line for line in lines), "".join(lines)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    datadir = open_datadir(home)
+    genesis = datadir.genesis()
+    store = SqliteChainStore(datadir.database)
+    chain = ChainState(genesis, engine_for(genesis), store)
+    assert chain.height >= 2
+    assert chain.ledger.total_balance() == chain.ledger.expected_supply()
+    store.close()
+
+
+def test_demo_runs_a_chain_with_traffic_and_resumes(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    args = ["demo", "--datadir", str(home), "--blocks", "3", "--block-interval", "0.3"]
+    first = meshchain(*args)
+    assert first.returncode == 0, first.stderr
+    assert "height 3," in first.stdout
+    assert "supply conserved" in first.stdout
+    second = meshchain(*args)
+    assert second.returncode == 0, second.stderr
+    assert "height 6," in second.stdout
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [("public", "pow is not implemented yet"), ("consortium", "bft is not implemented yet")],
+)
+def test_engines_not_built_yet_fail_with_a_clear_message(
+    tmp_path: Path, mode: str, message: str
+) -> None:
+    home = tmp_path / mode
+    assert meshchain("init", "--datadir", str(home), "--mode", mode).returncode == 0
+    result = meshchain("node", "--datadir", str(home))
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_config_key_is_named(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    assert meshchain("init", "--datadir", str(home)).returncode == 0
+    config = home / "config.toml"
+    config.write_text(config.read_text() + "\n[p2p_typo]\nlisten = 1\n")
+    result = meshchain("node", "--datadir", str(home))
+    assert result.returncode == 1
+    assert "p2p_typo" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_damaged_genesis_file_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    home = tmp_path / "node"
+    assert meshchain("init", "--datadir", str(home)).returncode == 0
+    genesis = home / "genesis.toml"
+    genesis.write_text(genesis.read_text().replace('mode = "private"', 'mode = "secret"'))
+    result = meshchain("node", "--datadir", str(home))
+    assert result.returncode == 1
+    assert "mode" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.path.exists(home / "config.toml")
