@@ -43,6 +43,10 @@ MAX_MEMBERS = 1_000
 MAX_VALIDATORS = 1_000
 MAX_VOTING_POWER = 2**50  # total power stays far below int64 when summed
 DEFAULT_BLOCK_INTERVAL_MS = 2_000
+# BFT timeouts: CometBFT's defaults (propose 3 s, prevote/precommit 1 s, commit 1 s).
+DEFAULT_BFT_TIMEOUT_PROPOSE_MS = 3_000
+DEFAULT_BFT_TIMEOUT_VOTE_MS = 1_000
+DEFAULT_BFT_TIMEOUT_COMMIT_MS = 1_000
 
 
 class ChainMode(enum.Enum):
@@ -73,10 +77,9 @@ class ConsensusParams(WireStruct, frozen=True):
     block_interval_ms: UInt = DEFAULT_BLOCK_INTERVAL_MS
     # Proof of work: expected hashes per block at genesis (devnets: a few thousand).
     pow_initial_difficulty: UInt = 0
-    # BFT timeouts (CometBFT defaults: propose 3 s, votes 1 s, commit 1 s).
-    bft_timeout_propose_ms: UInt = 3_000
-    bft_timeout_vote_ms: UInt = 1_000
-    bft_timeout_commit_ms: UInt = 1_000
+    bft_timeout_propose_ms: UInt = DEFAULT_BFT_TIMEOUT_PROPOSE_MS
+    bft_timeout_vote_ms: UInt = DEFAULT_BFT_TIMEOUT_VOTE_MS
+    bft_timeout_commit_ms: UInt = DEFAULT_BFT_TIMEOUT_COMMIT_MS
 
 
 class Allocation(WireStruct, frozen=True):
@@ -218,9 +221,9 @@ class _ConsensusToml(msgspec.Struct, forbid_unknown_fields=True):
     engine: str
     block_interval_ms: UInt = DEFAULT_BLOCK_INTERVAL_MS
     pow_initial_difficulty: UInt = 0
-    bft_timeout_propose_ms: UInt = 3_000
-    bft_timeout_vote_ms: UInt = 1_000
-    bft_timeout_commit_ms: UInt = 1_000
+    bft_timeout_propose_ms: UInt = DEFAULT_BFT_TIMEOUT_PROPOSE_MS
+    bft_timeout_vote_ms: UInt = DEFAULT_BFT_TIMEOUT_VOTE_MS
+    bft_timeout_commit_ms: UInt = DEFAULT_BFT_TIMEOUT_COMMIT_MS
 
 
 class _AllocationToml(msgspec.Struct, forbid_unknown_fields=True):

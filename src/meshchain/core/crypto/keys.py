@@ -12,6 +12,7 @@ import secrets
 from collections import OrderedDict
 
 import coincurve
+from coincurve._libsecp256k1 import ffi, lib
 
 from meshchain.errors import CryptoError
 
@@ -22,6 +23,8 @@ AUX_RAND_SIZE = 32
 # Parsed-key cache: 4,096 keys of ~100 bytes each, a few hundred KiB at most.
 PARSED_KEY_CACHE_SIZE = 4096
 _CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+# SECP256K1_SCHNORRSIG_EXTRAPARAMS_MAGIC (secp256k1_schnorrsig.h).
+_EXTRAPARAMS_MAGIC = bytes([0xDA, 0x6F, 0xB3, 0x8C])
 
 
 class SecretKey:
@@ -61,7 +64,27 @@ class SecretKey:
         """BIP340 signature; `aux_rand` defaults to fresh OS randomness as BIP340 advises."""
         if aux_rand is None:
             aux_rand = secrets.token_bytes(AUX_RAND_SIZE)
-        return bytes(self._key.sign_schnorr(message, aux_rand))
+        if len(aux_rand) != AUX_RAND_SIZE:
+            raise CryptoError(f"aux_rand must be {AUX_RAND_SIZE} bytes, got {len(aux_rand)}")
+        if len(message) == 32:
+            return bytes(self._key.sign_schnorr(message, aux_rand))
+        # coincurve wraps only 32-byte signing; BIP340 allows any length, so call its bundled
+        # libsecp256k1 directly (the same library, through coincurve's cffi binding).
+        key = self._key
+        keypair = ffi.new("secp256k1_keypair *")
+        params = ffi.new("secp256k1_schnorrsig_extraparams *")
+        aux_buffer = ffi.new("unsigned char[32]", aux_rand)  # params.ndata points into it
+        params.magic, params.noncefp, params.ndata = _EXTRAPARAMS_MAGIC, ffi.NULL, aux_buffer
+        signature = ffi.new("unsigned char[64]")
+        ctx = key.context.ctx
+        if not (
+            lib.secp256k1_keypair_create(ctx, keypair, key.secret)
+            and lib.secp256k1_schnorrsig_sign_custom(
+                ctx, signature, message, len(message), keypair, params
+            )
+        ):
+            raise CryptoError("BIP340 signing failed")
+        return bytes(ffi.buffer(signature, SIGNATURE_SIZE))
 
     def __repr__(self) -> str:
         return f"SecretKey(public_key={self.public_key.hex()})"

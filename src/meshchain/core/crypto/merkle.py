@@ -129,6 +129,8 @@ class MerkleTree:
         return leaf
 
     def update(self, index: int, leaf: bytes) -> None:
+        if not 0 <= index < len(self._levels[0]):
+            raise IndexError(f"leaf {index} outside a tree of {len(self._levels[0])}")
         self._levels[0][index] = leaf
         self._dirty.add(index)
 
