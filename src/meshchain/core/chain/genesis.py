@@ -217,13 +217,15 @@ def genesis_block(genesis: Genesis) -> Block:
 # --- the TOML face ----------------------------------------------------------------------
 
 
-class _ConsensusToml(msgspec.Struct, forbid_unknown_fields=True):
-    engine: str
-    block_interval_ms: UInt = DEFAULT_BLOCK_INTERVAL_MS
-    pow_initial_difficulty: UInt = 0
-    bft_timeout_propose_ms: UInt = DEFAULT_BFT_TIMEOUT_PROPOSE_MS
-    bft_timeout_vote_ms: UInt = DEFAULT_BFT_TIMEOUT_VOTE_MS
-    bft_timeout_commit_ms: UInt = DEFAULT_BFT_TIMEOUT_COMMIT_MS
+# The consensus table has the wire struct's fields, as a keyed (TOML) struct.
+_ConsensusToml = msgspec.defstruct(
+    "_ConsensusToml",
+    [
+        (field.name, field.type) if field.required else (field.name, field.type, field.default)
+        for field in msgspec.structs.fields(ConsensusParams)
+    ],
+    forbid_unknown_fields=True,
+)
 
 
 class _AllocationToml(msgspec.Struct, forbid_unknown_fields=True):
@@ -248,7 +250,7 @@ class _GenesisToml(msgspec.Struct, forbid_unknown_fields=True):
     chain_name: ChainName
     mode: str
     timestamp_ms: UInt
-    consensus: _ConsensusToml
+    consensus: _ConsensusToml  # type: ignore[valid-type]
     version: UInt16 = GENESIS_VERSION
     block_reward: UInt = 0
     fee_burn_bps: UInt16 = 0
