@@ -11,6 +11,7 @@ from meshchain.core.chain.chainstate import MAX_ORPHAN_BLOCKS, AddBlockResult, C
 from meshchain.core.chain.tx import VerifiedTx, compute_txid, verify_transaction
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
 from meshchain.core.store import MemoryStore
+from meshchain.core.wire.codec import encode
 from meshchain.errors import RejectCode, StoreError
 from meshchain.storage.sqlite import SqliteChainStore
 
@@ -216,6 +217,20 @@ def test_the_orphan_pool_is_bounded() -> None:
         orphan = reseal(base, parent=i.to_bytes(32, "big"), height=5)
         assert chain.add_block(orphan, KIT.now_after(orphan)).result is AddBlockResult.ORPHAN
     assert chain.orphan_count == MAX_ORPHAN_BLOCKS
+
+
+def test_the_orphan_pool_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshchain.core.chain.chainstate as chainstate
+
+    chain = KIT.chain()
+    base = KIT.next_block(chain, transfers(chain, 3))
+    size = len(encode(base))
+    monkeypatch.setattr(chainstate, "MAX_ORPHAN_BYTES", 5 * size)
+    for i in range(8):
+        orphan = reseal(base, parent=i.to_bytes(32, "big"), height=5)
+        chain.add_block(orphan, KIT.now_after(orphan))
+    assert chain.orphan_count == 5
+    assert chain.orphan_bytes == 5 * size
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])

@@ -41,6 +41,8 @@ from meshchain.errors import RejectCode, StoreError, ValidationError
 # Blocks whose parent we lack, held until it arrives. Bitcoin kept 750 before
 # headers-first sync made orphans rare; each may be 4 MB, so we keep fewer.
 MAX_ORPHAN_BLOCKS = 64
+# ...and at most this many encoded bytes of them (eight full 4 MB blocks).
+MAX_ORPHAN_BYTES = 32 * 1024 * 1024
 META_CHAIN_ID = "chain_id"
 META_MINTED = "minted"
 META_BURNT = "burnt"
@@ -109,7 +111,8 @@ class ChainState:
         self._children: dict[bytes, list[bytes]] = {}
         self._tips: set[bytes] = set()
         self._main: list[bytes] = []
-        self._orphans: OrderedDict[bytes, Block] = OrderedDict()
+        self._orphans: OrderedDict[bytes, tuple[Block, int]] = OrderedDict()
+        self._orphan_bytes = 0
         self._sequence = 0
         if store.tip() is None:
             self._initialize()
@@ -219,6 +222,10 @@ class ChainState:
     def orphan_count(self) -> int:
         return len(self._orphans)
 
+    @property
+    def orphan_bytes(self) -> int:
+        return self._orphan_bytes
+
     def economics(self, header: BlockHeader) -> BlockEconomics:
         return BlockEconomics(
             header.beneficiary, self.genesis.block_reward, self.genesis.fee_burn_bps
@@ -245,10 +252,11 @@ class ChainState:
         )
         while waiting:
             parent = waiting.pop()
-            for orphan_hash, orphan in list(self._orphans.items()):
+            for orphan_hash, (orphan, size) in list(self._orphans.items()):
                 if orphan.header.parent != parent:
                     continue
                 del self._orphans[orphan_hash]
+                self._orphan_bytes -= size
                 adopted = self._add_one(orphan, now, None)
                 if adopted.result is AddBlockResult.INVALID:
                     continue
@@ -275,7 +283,7 @@ class ChainState:
             check_block(block, self.chain_id, len(raw))
             parent = self._entries.get(header.parent)
             if parent is None:
-                return self._hold_orphan(this_hash, block)
+                return self._hold_orphan(this_hash, block, len(raw))
             if parent.invalid:
                 raise ValidationError(RejectCode.INVALID_ANCESTOR, "parent is invalid")
             self._check_header(header, parent, now)
@@ -309,10 +317,13 @@ class ChainState:
             raise ValidationError(RejectCode.BAD_TIMESTAMP, "timestamp too far in the future")
         self.engine.check_header(header, self._headers[parent.hash])
 
-    def _hold_orphan(self, this_hash: bytes, block: Block) -> ChainUpdate:
-        self._orphans[this_hash] = block
-        while len(self._orphans) > MAX_ORPHAN_BLOCKS:
-            self._orphans.popitem(last=False)
+    def _hold_orphan(self, this_hash: bytes, block: Block, size: int) -> ChainUpdate:
+        """Keep a block whose parent is unknown; the oldest orphans go first when full."""
+        self._orphans[this_hash] = (block, size)
+        self._orphan_bytes += size
+        while len(self._orphans) > MAX_ORPHAN_BLOCKS or self._orphan_bytes > MAX_ORPHAN_BYTES:
+            _, (_, evicted_size) = self._orphans.popitem(last=False)
+            self._orphan_bytes -= evicted_size
         return ChainUpdate(AddBlockResult.ORPHAN, this_hash)
 
     # --- fork choice -------------------------------------------------------------------
