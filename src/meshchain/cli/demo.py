@@ -206,6 +206,7 @@ def demo(datadir: Path, blocks: int, wallets: int, tx_rate: float, block_interva
         raise click.ClickException(str(error)) from None
     ledger = node.chain.ledger
     ok = ledger.total_balance() == ledger.expected_supply()
+    click.echo()  # the live table leaves the cursor on its last line
     click.echo(
         f"height {node.chain.height}, state root {ledger.state_root().hex()[:16]}, "
         f"supply {'conserved' if ok else 'BROKEN'}; data in {datadir}"
