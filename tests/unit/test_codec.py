@@ -141,9 +141,9 @@ def test_message_round_trips() -> None:
         assert type(decoded) is type(message)
         assert decoded == message
         assert MESSAGE_CODEC.encode(decoded) == raw
-    # The tag is the first array element: [1, tx] and [2, block].
-    assert MESSAGE_CODEC.encode(TransactionMessage(tx)) == b"\x92\x01" + encode(tx)
-    assert MESSAGE_CODEC.encode(BlockMessage(block)) == b"\x92\x02" + encode(block)
+    # The tag is the first array element: [16, tx] and [17, block].
+    assert MESSAGE_CODEC.encode(TransactionMessage(tx)) == b"\x92\x10" + encode(tx)
+    assert MESSAGE_CODEC.encode(BlockMessage(block)) == b"\x92\x11" + encode(block)
 
 
 # ---------------------------------------------------------------------- rejections
@@ -156,7 +156,7 @@ def test_trailing_bytes_are_rejected() -> None:
         (SMALL_CODEC, SMALL_BYTES),
         (TX_CODEC, tx_raw),
         (BLOCK_CODEC, block_raw),
-        (MESSAGE_CODEC, b"\x92\x01" + tx_raw),
+        (MESSAGE_CODEC, b"\x92\x10" + tx_raw),
     ):
         for extra in (b"\x00", b"\xc0", raw[:1]):
             assert "trailing" in rejected(codec, raw + extra)
@@ -369,7 +369,7 @@ def test_truncated_encodings_are_rejected() -> None:
         (SMALL_CODEC, SMALL_BYTES),
         (TX_CODEC, tx_raw),
         (BLOCK_CODEC, block_raw),
-        (MESSAGE_CODEC, b"\x92\x02" + block_raw),
+        (MESSAGE_CODEC, b"\x92\x11" + block_raw),
     ):
         for cut in (1, 2, len(raw) // 2):
             assert "truncated" in rejected(codec, raw[:-cut])
@@ -378,13 +378,13 @@ def test_truncated_encodings_are_rejected() -> None:
 def test_message_codec_rejects_unknown_and_mismatched_tags() -> None:
     tx_raw = encode(make_tx())
     block_raw = encode(make_block(1))
-    for tag in (0, 3, 127):
+    for tag in (0, 5, 127):
         assert f"Invalid value {tag}" in rejected(MESSAGE_CODEC, b"\x92" + bytes([tag]) + tx_raw)
     assert "Expected `int`, got `str`" in rejected(MESSAGE_CODEC, pack(["1", []]))
     assert "at least length 1" in rejected(MESSAGE_CODEC, pack([]))
     # A valid tag with the other message's payload.
-    assert "at least length 8" in rejected(MESSAGE_CODEC, b"\x92\x02" + tx_raw)
-    assert "invalid value" in rejected(MESSAGE_CODEC, b"\x92\x01" + block_raw)
+    assert "at least length 8" in rejected(MESSAGE_CODEC, b"\x92\x11" + tx_raw)
+    assert "invalid value" in rejected(MESSAGE_CODEC, b"\x92\x10" + block_raw)
     # A bare transaction or block (no tag) is not a message.
     assert "invalid value" in rejected(MESSAGE_CODEC, tx_raw)
     assert "invalid value" in rejected(MESSAGE_CODEC, block_raw)

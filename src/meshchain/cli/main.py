@@ -20,8 +20,11 @@ from meshchain.core.crypto.address import address_from_public_key, encode_addres
 from meshchain.core.crypto.keys import SecretKey
 from meshchain.core.events import NodeStarted
 from meshchain.core.node import Node, NodeConfig
-from meshchain.errors import MeshchainError
+from meshchain.core.transport.identity import new_noise_static_key
+from meshchain.core.transport.session import AdmissionPolicy
+from meshchain.errors import ConfigError, MeshchainError
 from meshchain.runtime.driver import NodeDriver, install_uvloop, stop_on_signals
+from meshchain.runtime.network import P2PConfig, P2PService, parse_host_port
 from meshchain.storage.sqlite import SqliteChainStore
 
 INIT_WALLET_KEY_FILE = "keys/wallet.key"
@@ -115,32 +118,65 @@ def _configure_logging(level: str) -> None:
 @click.option("--datadir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 def node(datadir: Path, log_level: str) -> None:
-    """Run a node from its data directory until SIGINT or SIGTERM."""
+    """Run a node from its data directory until SIGINT or SIGTERM.
+
+    It listens on `[p2p] listen` of config.toml and keeps connected to `[p2p] peers`.
+    """
     _configure_logging(log_level)
     try:
         home = open_datadir(datadir)
-        config = NodeConfig(home.genesis(), home.validator_key(), home.beneficiary())
+        genesis = home.genesis()
+        config = NodeConfig(genesis, home.validator_key(), home.beneficiary())
+        listen = parse_host_port(home.config.p2p.listen)
+        peers = [parse_host_port(peer) for peer in home.config.p2p.peers]
+        identity = home.node_key()
         store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
         core = Node(config, store, random.Random())
+    except ValueError as error:
+        _fail(ConfigError(f"p2p: {error}"))
     except MeshchainError as error:
         _fail(error)
+    members = (
+        None
+        if genesis.chain_mode is ChainMode.PUBLIC
+        else frozenset(member.node_key for member in genesis.members)
+    )
+    p2p = P2PConfig(
+        identity=identity,
+        noise_static=new_noise_static_key(),
+        policy=AdmissionPolicy(core.chain.chain_id, members),
+        listen_address=home.config.p2p.listen,
+    )
     install_uvloop()
     try:
-        asyncio.run(_run_until_signal(NodeDriver(core)))
+        asyncio.run(_run_node(NodeDriver(core), p2p, listen, peers))
+    except OSError as error:
+        _fail(error)
     finally:
         store.close()
 
 
-async def _run_until_signal(driver: NodeDriver) -> None:
+async def _run_node(
+    driver: NodeDriver, p2p: P2PConfig, listen: tuple[str, int], peers: list[tuple[str, int]]
+) -> None:
     stop = stop_on_signals()
+    log = logging.getLogger("meshchain.node")
     chain = driver.node.chain
-    logging.getLogger("meshchain.node").info(
-        "chain %s at height %d", chain.chain_id.hex()[:16], chain.height
+    service = P2PService(driver, p2p)
+    await service.listen(*listen)
+    for host, port in peers:
+        service.keep_dialing(host, port)
+    log.info(
+        "node %s on chain %s at height %d",
+        p2p.identity.public_key.hex()[:16],
+        chain.chain_id.hex()[:16],
+        chain.height,
     )
     driver.feed(NodeStarted())
     await stop.wait()
     driver.stop()
-    logging.getLogger("meshchain.node").info("stopped at height %d", chain.height)
+    await service.close()
+    log.info("stopped at height %d", chain.height)
 
 
 cli.add_command(demo)

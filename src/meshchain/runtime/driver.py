@@ -1,7 +1,7 @@
 """Runs a `Node` on asyncio: real time, timers through `loop.call_at`, notices to the log.
 
-The transport issue adds sessions; until then `Send` and `Disconnect` have no peer to
-reach, so they are logged and dropped.
+`Send` and `Disconnect` go to the attached transport (`runtime/network.py`); a node with
+no transport attached (a single-node chain) logs and drops them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from meshchain.core.events import (
     Action,
@@ -25,6 +26,7 @@ from meshchain.core.events import (
     TransactionRejected,
 )
 from meshchain.core.node import Node
+from meshchain.core.wire.messages import AnyMessage
 
 log = logging.getLogger("meshchain.node")
 
@@ -38,6 +40,12 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+class Transport(Protocol):
+    def send(self, peer: str, message: AnyMessage) -> None: ...
+
+    def disconnect(self, peer: str, reason: str) -> None: ...
+
+
 class NodeDriver:
     """Feeds inputs into `Node.handle` with wall-clock `now` and executes the actions."""
 
@@ -46,6 +54,7 @@ class NodeDriver:
         self.clock = clock
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.observers: list[Callable[[Action], None]] = []
+        self.transport: Transport | None = None
 
     def feed(self, event: Input) -> list[Action]:
         actions = self.node.handle(event, self.clock())
@@ -60,9 +69,12 @@ class NodeDriver:
             case ScheduleTimer(timer, at):
                 self._schedule(timer, at)
             case Send(peer, message):
-                log.debug("no transport yet: dropped %s to %s", type(message).__name__, peer)
+                if self.transport is not None:
+                    self.transport.send(peer, message)
             case Disconnect(peer, reason):
-                log.info("disconnect %s: %s", peer, reason)
+                log.info("disconnect %s: %s", peer[:16], reason)
+                if self.transport is not None:
+                    self.transport.disconnect(peer, reason)
             case BlockAccepted(block_hash, height, tx_count, produced):
                 verb = "produced" if produced else "accepted"
                 log.info("%s block %d %s (%d txs)", verb, height, block_hash.hex()[:16], tx_count)

@@ -1,28 +1,92 @@
 """Peer-to-peer messages: a msgpack array whose first element is the message type id.
 
-The transport issue adds the session messages (hello, ping, pong); type ids are stable
-and listed in docs/protocol.md once it exists.
+Type ids are stable wire constants (docs/protocol.md lists them): 1-15 belong to the
+session (hello, goodbye, ping, pong), 16 and up to the chain protocols.
 """
 
 from __future__ import annotations
 
+import enum
+from typing import Annotated
+
+import msgspec
+
 from meshchain.core.chain.block import Block
 from meshchain.core.chain.tx import Transaction
-from meshchain.core.wire.codec import MAX_MESSAGE_SIZE, Codec, WireStruct
+from meshchain.core.wire.codec import (
+    MAX_MESSAGE_SIZE,
+    Codec,
+    Hash32,
+    PublicKey32,
+    UInt,
+    UInt16,
+    WireStruct,
+)
+
+# Bitcoin's MAX_SUBVERSION_LENGTH (src/net_processing.cpp).
+MAX_USER_AGENT_LENGTH = 256
+# "host:port" with an IPv6 host in brackets fits easily.
+MAX_LISTEN_ADDRESS_LENGTH = 64
+MAX_GOODBYE_REASON_LENGTH = 256
 
 
-class TransactionMessage(WireStruct, tag=1, frozen=True):
+class GoodbyeCode(enum.IntEnum):
+    """Why a session is ended on purpose; sent in Goodbye so both sides can log it."""
+
+    NORMAL = 0
+    WRONG_CHAIN = 1
+    INCOMPATIBLE_VERSION = 2
+    BAD_HELLO = 3
+    PROTOCOL_VIOLATION = 4
+    DUPLICATE_CONNECTION = 5
+    SELF_CONNECTION = 6
+    TIMEOUT = 7
+    MISBEHAVIOUR = 8
+    SHUTTING_DOWN = 9
+
+
+class Hello(WireStruct, frozen=True, tag=1):
+    """The first application message each way: who we are and where our chain is."""
+
+    protocol_version: UInt16
+    chain_id: Hash32
+    node_id: PublicKey32  # the identity key the handshake authenticated
+    listen_address: Annotated[str, msgspec.Meta(max_length=MAX_LISTEN_ADDRESS_LENGTH)]
+    services: UInt
+    best_height: UInt
+    best_hash: Hash32
+    user_agent: Annotated[str, msgspec.Meta(max_length=MAX_USER_AGENT_LENGTH)]
+
+
+class Goodbye(WireStruct, frozen=True, tag=2):
+    """The last message before we close: the reason, for the peer's log."""
+
+    code: UInt16
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_GOODBYE_REASON_LENGTH)]
+
+
+class Ping(WireStruct, frozen=True, tag=3):
+    nonce: UInt
+
+
+class Pong(WireStruct, frozen=True, tag=4):
+    nonce: UInt
+
+
+class TransactionMessage(WireStruct, frozen=True, tag=16):
     """One transaction, relayed (flood relay until announce-then-fetch arrives)."""
 
     transaction: Transaction
 
 
-class BlockMessage(WireStruct, tag=2, frozen=True):
+class BlockMessage(WireStruct, frozen=True, tag=17):
     """One whole block."""
 
     block: Block
 
 
+SessionMessage = Hello | Goodbye | Ping | Pong
 Message = TransactionMessage | BlockMessage
+AnyMessage = SessionMessage | Message
 
-MESSAGE_CODEC: Codec[Message] = Codec(Message, MAX_MESSAGE_SIZE)  # type: ignore[arg-type]
+MESSAGE_CODEC: Codec[AnyMessage] = Codec(AnyMessage, MAX_MESSAGE_SIZE)  # type: ignore[arg-type]

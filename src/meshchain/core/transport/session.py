@@ -1,0 +1,396 @@
+"""One secure session over one byte stream: Noise XX, identity binding, hello, ping.
+
+Sans-IO, in the manner of h11 and aioquic: feed bytes with `receive_data(data, now)`,
+take bytes with `data_to_send()`, read what happened from `events()`, and drive time with
+`handle_timer(now)` at `get_timer()`. Bad bytes from the peer never raise: they close the
+session with a reason (a `SessionClosed` event), which costs us one connection.
+
+Wire format (docs/protocol.md): every Noise message, handshake or transport, is preceded
+by its length as 2 bytes big-endian. Inside the encrypted stream, each application message
+is a 4-byte big-endian length and its canonical msgpack encoding; records may span Noise
+messages and one Noise message may carry several records, so small messages written in
+the same tick share one encryption.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+
+from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
+from meshchain.core.transport.identity import (
+    check_identity_proof,
+    make_identity_proof,
+    noise_public_key,
+)
+from meshchain.core.transport.noise import MAX_NOISE_MESSAGE, CipherState, HandshakeState
+from meshchain.core.wire.codec import MAX_MESSAGE_SIZE
+from meshchain.core.wire.messages import (
+    MESSAGE_CODEC,
+    AnyMessage,
+    Goodbye,
+    GoodbyeCode,
+    Hello,
+    Message,
+    Ping,
+    Pong,
+)
+from meshchain.errors import DecodeError, LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_NAME = "Noise_XX_25519_ChaChaPoly_SHA256"
+PROLOGUE = b"meshchain/1"
+PROTOCOL_VERSION = 1
+MIN_PROTOCOL_VERSION = 1
+LENGTH_PREFIX_SIZE = 2
+AEAD_TAG_SIZE = 16
+MAX_FRAME_PLAINTEXT = MAX_NOISE_MESSAGE - AEAD_TAG_SIZE
+RECORD_HEADER_SIZE = 4
+# CometBFT's handshake_timeout is 20 s; the hello must arrive within it too.
+HANDSHAKE_TIMEOUT = 20.0
+# Bitcoin Core: PING_INTERVAL 2 minutes, TIMEOUT_INTERVAL 20 minutes of silence.
+PING_INTERVAL = 120.0
+INACTIVITY_TIMEOUT = 20 * 60.0
+# Sessions never rekey: a 64-bit nonce cannot wrap at any real message rate, and the
+# session ends long before (see docs/protocol.md). This bounds a session anyway.
+MAX_FRAMES_PER_SESSION = 2**63
+
+
+class SessionState(enum.Enum):
+    HANDSHAKING = "handshaking"
+    AWAITING_HELLO = "awaiting_hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimeouts:
+    handshake: float = HANDSHAKE_TIMEOUT
+    ping_interval: float = PING_INTERVAL
+    inactivity: float = INACTIVITY_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPeer:
+    """Who we are on a session: our keys and the hello we send."""
+
+    identity: SecretKey
+    noise_static: bytes  # X25519 private key, raw 32 bytes
+    hello: Hello
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    """Whom we talk to: our chain, and in consortium or private mode the member keys."""
+
+    chain_id: bytes
+    members: frozenset[bytes] | None = None  # None: an open (public) network
+
+
+# --- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    remote_identity: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEstablished:
+    hello: Hello
+
+
+@dataclass(frozen=True, slots=True)
+class MessageArrived:
+    message: Message
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    reason: str
+    by_peer: bool
+    code: GoodbyeCode | None = None
+
+
+SessionEvent = (
+    HandshakeCompleted | SessionEstablished | MessageArrived | PongReceived | (SessionClosed)
+)
+
+
+class SecureSession:
+    def __init__(
+        self,
+        local: LocalPeer,
+        policy: AdmissionPolicy,
+        *,
+        initiator: bool,
+        now: float,
+        rng: random.Random,
+        timeouts: SessionTimeouts = SessionTimeouts(),
+        verifier: SignatureVerifier | None = None,
+        expected_identity: bytes | None = None,
+    ) -> None:
+        self.local = local
+        self.policy = policy
+        self.initiator = initiator
+        self.timeouts = timeouts
+        self.expected_identity = expected_identity
+        self.state = SessionState.HANDSHAKING
+        self.remote_identity: bytes | None = None
+        self.remote_hello: Hello | None = None
+        self.rtt: float | None = None
+        self._rng = rng
+        self._verifier = verifier or SignatureVerifier()
+        self._handshake: HandshakeState | None = HandshakeState.from_protocol_name(
+            PROTOCOL_NAME, initiator=initiator, prologue=PROLOGUE, s=local.noise_static
+        )
+        self._static_public = noise_public_key(local.noise_static)
+        self._send_cipher: CipherState | None = None
+        self._receive_cipher: CipherState | None = None
+        self._inbound = bytearray()
+        self._records = bytearray()
+        self._plain_out = bytearray()
+        self._wire_out = bytearray()
+        self._events: list[SessionEvent] = []
+        self._handshake_deadline = now + timeouts.handshake
+        self._last_received = now
+        self._next_ping = now + timeouts.ping_interval
+        self._ping_nonce: int | None = None
+        self._ping_sent_at = 0.0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.pongs_received = 0
+        if initiator:
+            self._write_handshake(b"")
+
+    # --- the driver's calls ---------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    def events(self) -> list[SessionEvent]:
+        """The events since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        if self.closed or not data:
+            return
+        self.bytes_received += len(data)
+        self._last_received = now
+        inbound = self._inbound
+        inbound += data
+        try:
+            while len(inbound) >= LENGTH_PREFIX_SIZE and not self.closed:
+                length = (inbound[0] << 8) | inbound[1]
+                end = LENGTH_PREFIX_SIZE + length
+                if len(inbound) < end:
+                    break
+                frame = bytes(inbound[LENGTH_PREFIX_SIZE:end])
+                del inbound[:end]
+                self._on_frame(frame, now)
+        except RemoteProtocolError as error:
+            self._fail(str(error), GoodbyeCode.PROTOCOL_VIOLATION)
+
+    def receive_eof(self) -> None:
+        """The peer closed its side: whatever was half-received is lost."""
+        if self.closed:
+            return
+        partial = " mid-message" if self._inbound or self._records else ""
+        self._finish(f"connection closed by peer{partial}", by_peer=True)
+
+    def send(self, message: AnyMessage) -> None:
+        if self.state is not SessionState.OPEN:
+            raise LocalProtocolError(f"cannot send {type(message).__name__} while {self.state}")
+        self._queue(message)
+
+    def data_to_send(self) -> bytes:
+        """Everything to write now: handshake bytes and encrypted frames, coalesced."""
+        plain = self._plain_out
+        if plain and self._send_cipher is not None:
+            out = self._wire_out
+            encrypt = self._send_cipher.encrypt_with_ad
+            view = memoryview(plain)
+            for start in range(0, len(plain), MAX_FRAME_PLAINTEXT):
+                frame = encrypt(b"", view[start : start + MAX_FRAME_PLAINTEXT])
+                out += len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big")
+                out += frame
+            view.release()
+            plain.clear()
+        if not self._wire_out:
+            return b""
+        data = bytes(self._wire_out)
+        self._wire_out.clear()
+        self.bytes_sent += len(data)
+        return data
+
+    def close(self, code: GoodbyeCode = GoodbyeCode.NORMAL, reason: str = "closing") -> None:
+        """End the session; the peer gets a Goodbye if we have a channel to send it."""
+        if self.closed:
+            return
+        if self._send_cipher is not None:
+            self._queue(Goodbye(int(code), reason[:256]))
+        self._finish(reason, by_peer=False, code=code)
+
+    def get_timer(self) -> float | None:
+        if self.closed:
+            return None
+        inactivity = self._last_received + self.timeouts.inactivity
+        if self.state is not SessionState.OPEN:
+            return min(self._handshake_deadline, inactivity)
+        return min(self._next_ping, inactivity)
+
+    def handle_timer(self, now: float) -> None:
+        if self.closed:
+            return
+        if self.state is not SessionState.OPEN and now >= self._handshake_deadline:
+            self._fail("handshake timed out", GoodbyeCode.TIMEOUT)
+        elif now >= self._last_received + self.timeouts.inactivity:
+            self._fail("peer silent too long", GoodbyeCode.TIMEOUT)
+        elif self.state is SessionState.OPEN and now >= self._next_ping:
+            self._next_ping = now + self.timeouts.ping_interval
+            if self._ping_nonce is None:
+                self._ping_nonce = self._rng.getrandbits(63)
+                self._ping_sent_at = now
+                self._queue(Ping(self._ping_nonce))
+
+    # --- handshake --------------------------------------------------------------------
+
+    def _write_handshake(self, payload: bytes) -> None:
+        assert self._handshake is not None
+        message = self._handshake.write_message(payload)
+        self._wire_out += len(message).to_bytes(LENGTH_PREFIX_SIZE, "big")
+        self._wire_out += message
+
+    def _on_frame(self, frame: bytes, now: float) -> None:
+        if self._handshake is not None:
+            self._on_handshake_message(frame)
+            return
+        assert self._receive_cipher is not None
+        records = self._records
+        records += self._receive_cipher.decrypt_with_ad(b"", frame)
+        while len(records) >= RECORD_HEADER_SIZE and not self.closed:
+            length = int.from_bytes(records[:RECORD_HEADER_SIZE], "big")
+            if length > MAX_MESSAGE_SIZE:
+                raise RemoteProtocolError(f"message of {length} bytes exceeds {MAX_MESSAGE_SIZE}")
+            end = RECORD_HEADER_SIZE + length
+            if len(records) < end:
+                break
+            raw = bytes(records[RECORD_HEADER_SIZE:end])
+            del records[:end]
+            try:
+                message = MESSAGE_CODEC.decode(raw)
+            except DecodeError as exc:
+                raise RemoteProtocolError(f"undecodable message: {exc.reason}") from None
+            self._on_message(message, len(raw), now)
+
+    def _on_handshake_message(self, frame: bytes) -> None:
+        handshake = self._handshake
+        assert handshake is not None
+        payload = handshake.read_message(frame)
+        if not self.initiator and self.remote_identity is None and handshake.remote_static is None:
+            # Message 1 (-> e): the initiator's first message carries an empty payload.
+            if payload:
+                raise RemoteProtocolError("handshake message 1 must have an empty payload")
+            self._write_handshake(make_identity_proof(self.local.identity, self._static_public))
+            return
+        remote_static = handshake.remote_static
+        assert remote_static is not None
+        identity = check_identity_proof(payload, remote_static, self._verifier)
+        refusal = self._refusal(identity)
+        if refusal is not None:
+            # Not one of us: end before any application byte is sent, without a word.
+            self._finish(refusal, by_peer=False, code=GoodbyeCode.MISBEHAVIOUR)
+            return
+        self.remote_identity = identity
+        if self.initiator:
+            self._write_handshake(make_identity_proof(self.local.identity, self._static_public))
+        if not handshake.is_complete:
+            raise RemoteProtocolError("handshake did not complete after message 3")
+        self._send_cipher, self._receive_cipher = handshake.split()
+        self._handshake = None
+        self.state = SessionState.AWAITING_HELLO
+        self._events.append(HandshakeCompleted(identity))
+        self._queue(self.local.hello)
+
+    def _refusal(self, identity: bytes) -> str | None:
+        if identity == self.local.identity.public_key:
+            return "connected to ourselves"
+        if self.expected_identity is not None and identity != self.expected_identity:
+            return f"expected node {self.expected_identity.hex()[:16]}, met {identity.hex()[:16]}"
+        members = self.policy.members
+        if members is not None and identity not in members:
+            return f"node {identity.hex()[:16]} is not a member of this network"
+        return None
+
+    # --- messages ---------------------------------------------------------------------
+
+    def _on_message(self, message: AnyMessage, size: int, now: float) -> None:
+        if isinstance(message, Goodbye):
+            code = (
+                GoodbyeCode(message.code)
+                if message.code in GoodbyeCode._value2member_map_
+                else None
+            )
+            self._finish(f"peer said goodbye: {message.reason}", by_peer=True, code=code)
+        elif self.state is SessionState.AWAITING_HELLO:
+            if not isinstance(message, Hello):
+                raise RemoteProtocolError(f"expected Hello first, got {type(message).__name__}")
+            self._on_hello(message)
+        elif isinstance(message, Hello):
+            raise RemoteProtocolError("a second Hello")
+        elif isinstance(message, Ping):
+            self._queue(Pong(message.nonce))
+        elif isinstance(message, Pong):
+            if message.nonce == self._ping_nonce:
+                self._ping_nonce = None
+                self.rtt = now - self._ping_sent_at
+                self.pongs_received += 1
+                self._events.append(PongReceived(self.rtt))
+        else:
+            self._events.append(MessageArrived(message, size))
+
+    def _on_hello(self, hello: Hello) -> None:
+        if hello.protocol_version < MIN_PROTOCOL_VERSION:
+            self.close(
+                GoodbyeCode.INCOMPATIBLE_VERSION,
+                f"protocol version {hello.protocol_version} is older than {MIN_PROTOCOL_VERSION}",
+            )
+        elif hello.chain_id != self.policy.chain_id:
+            self.close(
+                GoodbyeCode.WRONG_CHAIN,
+                f"different chain: peer {hello.chain_id.hex()[:16]}, "
+                f"ours {self.policy.chain_id.hex()[:16]}",
+            )
+        elif hello.node_id != self.remote_identity:
+            self.close(GoodbyeCode.BAD_HELLO, "hello node id differs from the handshake identity")
+        else:
+            self.remote_hello = hello
+            self.state = SessionState.OPEN
+            self._events.append(SessionEstablished(hello))
+
+    def _queue(self, message: AnyMessage) -> None:
+        raw = MESSAGE_CODEC.encode(message)
+        if len(raw) > MAX_MESSAGE_SIZE:
+            raise LocalProtocolError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_SIZE}")
+        self._plain_out += len(raw).to_bytes(RECORD_HEADER_SIZE, "big")
+        self._plain_out += raw
+
+    # --- ending -----------------------------------------------------------------------
+
+    def _fail(self, reason: str, code: GoodbyeCode) -> None:
+        self.close(code, reason)
+
+    def _finish(self, reason: str, *, by_peer: bool, code: GoodbyeCode | None = None) -> None:
+        self.state = SessionState.CLOSED
+        self._handshake = None
+        self._inbound.clear()
+        self._records.clear()
+        self._events.append(SessionClosed(reason, by_peer, code))

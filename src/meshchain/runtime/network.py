@@ -1,0 +1,345 @@
+"""TCP for the node: a listener and a dialer driving one sans-IO `SecureSession` each.
+
+Each connection receives through `asyncio.BufferedProtocol` into one preallocated buffer
+(no per-read allocation by the transport) and writes at most once per loop tick: whatever
+the session produced during the tick goes out in one `transport.write`, so small messages
+share a system call and, inside the session, an encryption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from meshchain import __version__
+from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
+from meshchain.core.events import MessageReceived, PeerConnected, PeerDisconnected
+from meshchain.core.transport.session import (
+    PROTOCOL_VERSION,
+    AdmissionPolicy,
+    HandshakeCompleted,
+    LocalPeer,
+    MessageArrived,
+    PongReceived,
+    SecureSession,
+    SessionClosed,
+    SessionEstablished,
+    SessionEvent,
+    SessionTimeouts,
+)
+from meshchain.core.wire.messages import AnyMessage, GoodbyeCode, Hello
+from meshchain.runtime.driver import NodeDriver
+
+log = logging.getLogger("meshchain.p2p")
+
+RECEIVE_BUFFER_SIZE = 256 * 1024
+# A hard cap on open connections, handshaking ones included, so a connection flood
+# cannot exhaust memory (Bitcoin's default -maxconnections is 125).
+MAX_CONNECTIONS = 125
+DIAL_TIMEOUT = 10.0
+# Redial backoff for configured peers: doubling from 1 s to at most 60 s.
+REDIAL_INITIAL_DELAY = 1.0
+REDIAL_MAX_DELAY = 60.0
+USER_AGENT = f"meshchain/{__version__}"
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` to (host, port); ValueError saying what is wrong."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port_text)
+
+
+class PeerConnection(asyncio.BufferedProtocol):
+    """One TCP connection and its session."""
+
+    def __init__(
+        self,
+        service: P2PService,
+        *,
+        initiator: bool,
+        label: str,
+        expected_identity: bytes | None = None,
+    ) -> None:
+        self.service = service
+        self.initiator = initiator
+        self.label = label
+        self.expected_identity = expected_identity
+        self.peer_id: str | None = None
+        self.session: SecureSession | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray(RECEIVE_BUFFER_SIZE)
+        self._view = memoryview(self._buffer)
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio callbacks ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peername = transport.get_extra_info("peername")
+        if peername:
+            self.label = f"{peername[0]}:{peername[1]}"
+        if not self.service.admit(self):
+            transport.abort()
+            return
+        self.session = self.service.new_session(self)
+        self._after_activity()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        session = self.session
+        if session is None:
+            return
+        session.receive_data(bytes(self._view[:nbytes]), self.service.clock())
+        self._after_activity()
+
+    def eof_received(self) -> bool:
+        if self.session is not None:
+            self.session.receive_eof()
+            self._after_activity()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        session = self.session
+        if session is not None and not session.closed:
+            session.receive_eof()
+            self._process_events()
+        self.service.forget(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # --- driving the session -----------------------------------------------------------
+
+    def send(self, message: AnyMessage) -> None:
+        if self.session is not None and not self.session.closed:
+            self.session.send(message)
+            self._schedule_flush()
+
+    def close(self, code: GoodbyeCode, reason: str) -> None:
+        if self.session is not None:
+            self.session.close(code, reason)
+            self._after_activity()
+
+    def _after_activity(self) -> None:
+        self._process_events()
+        self._schedule_flush()
+        self._arm_timer()
+
+    def _process_events(self) -> None:
+        assert self.session is not None
+        for event in self.session.events():
+            self.service.on_event(self, event)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport, session = self._transport, self.session
+        if transport is None or session is None or transport.is_closing():
+            return
+        data = session.data_to_send()
+        if data:
+            transport.write(data)
+        if session.closed:
+            transport.close()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        session = self.session
+        deadline = session.get_timer() if session is not None else None
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - self.service.clock())
+        self._timer = loop.call_at(loop.time() + delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.session is not None:
+            self.session.handle_timer(self.service.clock())
+            self._after_activity()
+
+
+@dataclass
+class P2PConfig:
+    identity: SecretKey
+    noise_static: bytes
+    policy: AdmissionPolicy
+    listen_address: str = ""  # advertised in our hello
+    timeouts: SessionTimeouts = field(default_factory=SessionTimeouts)
+    max_connections: int = MAX_CONNECTIONS
+
+
+class P2PService:
+    """All connections of one node, and the bridge between them and `Node.handle`."""
+
+    def __init__(
+        self, driver: NodeDriver, config: P2PConfig, rng: random.Random | None = None
+    ) -> None:
+        self.driver = driver
+        self.config = config
+        self.clock: Callable[[], float] = driver.clock
+        self.rng = rng or random.Random()
+        self.verifier = SignatureVerifier()
+        self.connections: set[PeerConnection] = set()
+        self.peers: dict[str, PeerConnection] = {}
+        self._server: asyncio.Server | None = None
+        self._dialers: list[asyncio.Task[None]] = []
+        driver.transport = self
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: PeerConnection(self, initiator=False, label="inbound"), host, port
+        )
+        bound = self._server.sockets[0].getsockname()
+        log.info("listening on %s:%d", bound[0], bound[1])
+        return bound[0], bound[1]
+
+    async def dial(
+        self, host: str, port: int, expected_identity: bytes | None = None
+    ) -> PeerConnection:
+        loop = asyncio.get_running_loop()
+        _, protocol = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: PeerConnection(
+                    self,
+                    initiator=True,
+                    label=f"{host}:{port}",
+                    expected_identity=expected_identity,
+                ),
+                host,
+                port,
+            ),
+            DIAL_TIMEOUT,
+        )
+        return protocol
+
+    def keep_dialing(self, host: str, port: int) -> None:
+        """Stay connected to a configured peer, redialling with backoff."""
+        self._dialers.append(asyncio.create_task(self._dial_forever(host, port)))
+
+    async def _dial_forever(self, host: str, port: int) -> None:
+        delay = REDIAL_INITIAL_DELAY
+        while True:
+            try:
+                connection = await self.dial(host, port)
+                await connection.closed
+                if connection.peer_id is not None:
+                    delay = REDIAL_INITIAL_DELAY  # it worked for a while: retry soon
+            except (OSError, TimeoutError) as error:
+                log.debug("dial %s:%d failed: %s", host, port, error)
+            await asyncio.sleep(delay * (0.5 + self.rng.random()))
+            delay = min(delay * 2, REDIAL_MAX_DELAY)
+
+    async def close(self) -> None:
+        for task in self._dialers:
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        waiting = [c.closed for c in self.connections]
+        for connection in list(self.connections):
+            connection.close(GoodbyeCode.SHUTTING_DOWN, "node shutting down")
+        if waiting:
+            await asyncio.wait(waiting, timeout=5.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # --- connections --------------------------------------------------------------------
+
+    def admit(self, connection: PeerConnection) -> bool:
+        if len(self.connections) >= self.config.max_connections:
+            log.info("refused %s: %d connections open", connection.label, len(self.connections))
+            return False
+        self.connections.add(connection)
+        return True
+
+    def forget(self, connection: PeerConnection) -> None:
+        self.connections.discard(connection)
+
+    def new_session(self, connection: PeerConnection) -> SecureSession:
+        chain = self.driver.node.chain
+        hello = Hello(
+            protocol_version=PROTOCOL_VERSION,
+            chain_id=chain.chain_id,
+            node_id=self.config.identity.public_key,
+            listen_address=self.config.listen_address,
+            services=0,
+            best_height=chain.height,
+            best_hash=chain.tip_hash,
+            user_agent=USER_AGENT,
+        )
+        local = LocalPeer(self.config.identity, self.config.noise_static, hello)
+        return SecureSession(
+            local,
+            self.config.policy,
+            initiator=connection.initiator,
+            now=self.clock(),
+            rng=self.rng,
+            timeouts=self.config.timeouts,
+            verifier=self.verifier,
+            expected_identity=connection.expected_identity,
+        )
+
+    def on_event(self, connection: PeerConnection, event: SessionEvent) -> None:
+        match event:
+            case HandshakeCompleted(identity):
+                log.debug("handshake with %s done: node %s", connection.label, identity.hex()[:16])
+            case SessionEstablished(hello):
+                peer_id = hello.node_id.hex()
+                if peer_id in self.peers:
+                    connection.close(GoodbyeCode.DUPLICATE_CONNECTION, "already connected")
+                    return
+                connection.peer_id = peer_id
+                self.peers[peer_id] = connection
+                log.info(
+                    "session with %s (%s) %s, height %d, %s",
+                    peer_id[:16],
+                    connection.label,
+                    "outbound" if connection.initiator else "inbound",
+                    hello.best_height,
+                    hello.user_agent,
+                )
+                self.driver.feed(PeerConnected(peer_id, outbound=connection.initiator))
+            case MessageArrived(message, size):
+                if connection.peer_id is not None:
+                    self.driver.feed(MessageReceived(connection.peer_id, message, size))
+            case PongReceived(rtt):
+                log.debug("ping %s: %.1f ms", connection.label, rtt * 1000)
+            case SessionClosed(reason, by_peer, _):
+                side = "peer" if by_peer else "we"
+                log.info("session %s closed (%s): %s", connection.label, side, reason)
+                known = connection.peer_id
+                if known is not None and self.peers.get(known) is connection:
+                    del self.peers[known]
+                    self.driver.feed(PeerDisconnected(known, reason))
+
+    # --- what the node asks of us (NodeDriver calls these) --------------------------------
+
+    def send(self, peer: str, message: AnyMessage) -> None:
+        connection = self.peers.get(peer)
+        if connection is not None:
+            connection.send(message)
+
+    def disconnect(self, peer: str, reason: str) -> None:
+        connection = self.peers.get(peer)
+        if connection is not None:
+            connection.close(GoodbyeCode.MISBEHAVIOUR, reason)
