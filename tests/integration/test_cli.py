@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from meshchain.config import open_datadir
+from meshchain.config import open_datadir, save_genesis
 from meshchain.core.chain.chainstate import ChainState
+from meshchain.core.chain.genesis import Member
 from meshchain.core.consensus import engine_for
 from meshchain.core.crypto.address import address_from_public_key, decode_address
 from meshchain.core.crypto.keys import SecretKey
@@ -146,3 +150,88 @@ def test_a_damaged_genesis_file_is_reported_not_a_traceback(tmp_path: Path) -> N
     assert "mode" in result.stderr
     assert "Traceback" not in result.stderr
     assert os.path.exists(home / "config.toml")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LogWatcher:
+    """Collects a process's stderr lines on a thread, so waiting can have a deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, needle: str) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not any(needle in line for line in list(self.lines)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} in:\n" + "".join(self.lines))
+            time.sleep(0.05)
+
+
+def test_two_node_processes_connect_and_the_follower_gets_blocks(tmp_path: Path) -> None:
+    producer_port, follower_port = free_port(), free_port()
+    producer_home, follower_home = tmp_path / "a", tmp_path / "b"
+    assert (
+        meshchain(
+            "init", "--datadir", str(producer_home), "--listen", f"127.0.0.1:{producer_port}"
+        ).returncode
+        == 0
+    )
+    assert (
+        meshchain(
+            "init",
+            "--datadir",
+            str(follower_home),
+            "--listen",
+            f"127.0.0.1:{follower_port}",
+            "--peer",
+            f"127.0.0.1:{producer_port}",
+        ).returncode
+        == 0
+    )
+    # One network: the producer's genesis, with both nodes as members.
+    producer, follower = open_datadir(producer_home), open_datadir(follower_home)
+    genesis = producer.genesis()
+    members = [*genesis.members, Member(follower.node_key().public_key, "follower")]
+    shared = msgspec.structs.replace(genesis, members=members)
+    for home in (producer_home, follower_home):
+        save_genesis(home / "genesis.toml", shared)
+    (follower_home / "config.toml").write_text(
+        (follower_home / "config.toml")
+        .read_text()
+        .replace('validator_key = "keys/validator.key"', 'validator_key = ""')
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "meshchain", "node", "--datadir", str(home)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for home in (producer_home, follower_home)
+    ]
+    try:
+        producer_log, follower_log = (LogWatcher(process) for process in processes)
+        follower_log.wait_for("session with")
+        follower_log.wait_for("accepted block 2 ")
+        producer_log.wait_for("session with")
+        assert not any("Traceback" in line for line in producer_log.lines + follower_log.lines)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            assert process.wait(timeout=DEADLINE) == 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -10,6 +10,8 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import pytest
+
 from meshchain.cli.setup import COIN, make_genesis
 from meshchain.core.chain.genesis import ChainMode, Genesis
 from meshchain.core.chain.tx import TxBody, sign_transaction
@@ -96,11 +98,26 @@ def port_of(service: P2PService) -> int:
     return int(service._server.sockets[0].getsockname()[1])
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), DEADLINE * 3))
+LOOPS = ["asyncio", "uvloop"]
+Runner = Callable[[Callable[[], Awaitable[None]]], None]
 
 
-def test_two_nodes_handshake_ping_and_relay_a_transaction_and_blocks() -> None:
+@pytest.fixture(params=LOOPS)
+def run(request: pytest.FixtureRequest) -> Callable[[Callable[[], Awaitable[None]]], None]:
+    """Run a scenario on the default event loop and on uvloop (what nodes use)."""
+    factory = asyncio.new_event_loop
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory = uvloop.new_event_loop
+
+    def runner(test: Callable[[], Awaitable[None]]) -> None:
+        with asyncio.Runner(loop_factory=factory) as loop_runner:
+            loop_runner.run(asyncio.wait_for(test(), DEADLINE * 3))
+
+    return runner
+
+
+def test_two_nodes_handshake_ping_and_relay_a_transaction_and_blocks(run: Runner) -> None:
     net = network(2)
 
     async def scenario() -> None:
@@ -162,7 +179,7 @@ async def stalling_peer(port: int, send_first_bytes: bool) -> bytes:
     return data
 
 
-def test_a_node_under_a_garbage_and_staller_flood_keeps_serving_an_honest_peer() -> None:
+def test_a_node_under_a_garbage_and_staller_flood_keeps_serving_an_honest_peer(run: Runner) -> None:
     net = network(2)
     patient = SessionTimeouts(handshake=3.0, ping_interval=0.05, inactivity=30.0)
 
@@ -195,7 +212,7 @@ def test_a_node_under_a_garbage_and_staller_flood_keeps_serving_an_honest_peer()
     run(scenario)
 
 
-def test_a_non_member_gets_nothing_past_the_handshake() -> None:
+def test_a_non_member_gets_nothing_past_the_handshake(run: Runner) -> None:
     net = network(2)
 
     async def scenario() -> None:

@@ -14,7 +14,7 @@ import click
 from meshchain import __version__
 from meshchain.cli.demo import demo
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
-from meshchain.config import open_datadir, write_key
+from meshchain.config import open_datadir, save_config, write_key
 from meshchain.core.chain.genesis import ChainMode
 from meshchain.core.crypto.address import address_from_public_key, encode_address
 from meshchain.core.crypto.keys import SecretKey
@@ -51,8 +51,17 @@ def cli() -> None:
     help="public (proof of work), consortium (BFT) or private (PoA).",
 )
 @click.option("--chain-name", default=None, help="Human name of the chain.")
+@click.option("--listen", default=None, help="HOST:PORT to listen on (config [p2p] listen).")
+@click.option("--peer", "peers", multiple=True, help="HOST:PORT to stay connected to.")
 @click.option("--force", is_flag=True, help="Overwrite an existing data directory.")
-def init(datadir: Path, mode: str, chain_name: str | None, force: bool) -> None:
+def init(
+    datadir: Path,
+    mode: str,
+    chain_name: str | None,
+    listen: str | None,
+    peers: tuple[str, ...],
+    force: bool,
+) -> None:
     """Create a single-node chain: genesis.toml, config.toml and keys.
 
     This node is the chain's only member and validator, and keys/wallet.key holds the
@@ -73,8 +82,19 @@ def init(datadir: Path, mode: str, chain_name: str | None, force: bool) -> None:
             members=[node_key],
             allocations=[(wallet, INIT_ALLOCATION)],
         )
+        for address in (listen, *peers):
+            if address is not None:
+                parse_host_port(address)
         create_datadir(datadir, genesis, node_key, validator_key, force=force)
         write_key(datadir / INIT_WALLET_KEY_FILE, wallet_key)
+        if listen is not None or peers:
+            home = open_datadir(datadir)
+            if listen is not None:
+                home.config.p2p.listen = listen
+            home.config.p2p.peers = list(peers)
+            save_config(datadir, home.config)
+    except ValueError as error:
+        _fail(ConfigError(f"p2p: {error}"))
     except MeshchainError as error:
         _fail(error)
     click.echo(f"initialized {mode} chain {genesis.chain_name!r} in {datadir}")

@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from meshchain import __version__
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
@@ -81,7 +82,8 @@ class PeerConnection(asyncio.BufferedProtocol):
     # --- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TCP transport implements asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peername = transport.get_extra_info("peername")
         if peername:
