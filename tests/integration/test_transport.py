@@ -29,7 +29,7 @@ from meshchain.core.transport.session import (
     SessionTimeouts,
 )
 from meshchain.core.wire.codec import encode
-from meshchain.core.wire.messages import Hello
+from meshchain.core.wire.messages import Hello, TransactionMessage
 from meshchain.runtime.driver import NodeDriver
 from meshchain.runtime.network import P2PConfig, P2PService
 
@@ -243,5 +243,45 @@ def test_a_non_member_gets_nothing_past_the_handshake(run: Runner) -> None:
         finally:
             member.driver.stop()
             await member.close()
+
+    run(scenario)
+
+
+def test_a_peer_that_stops_reading_is_dropped(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    import meshchain.runtime.network as network_module
+
+    monkeypatch.setattr(network_module, "MAX_SEND_BUFFER", 256 * 1024)
+    net = network(2)
+
+    async def scenario() -> None:
+        sender = await start_node(net, 0)
+        lazy = await start_node(net, 1)
+        try:
+            connection = await lazy.dial("127.0.0.1", port_of(sender))
+            await until(lambda: len(sender.peers) == 1, "the session")
+            assert connection._transport is not None
+            connection._transport.pause_reading()  # the lazy side stops reading
+            peer = next(iter(sender.peers))
+            body = TxBody(
+                sender.driver.node.chain.chain_id,
+                net.wallet.public_key,
+                bytes(20),
+                1,
+                10_000,
+                0,
+                bytes(256),
+            )
+            message = TransactionMessage(sign_transaction(body, net.wallet))
+            for _ in range(200):  # ~100 KB per round, far past what the kernel buffers
+                for _ in range(250):
+                    sender.send(peer, message)
+                await asyncio.sleep(0)
+                if not sender.peers:
+                    break
+            await until(lambda: not sender.peers, "the non-reader to be dropped")
+        finally:
+            for service in (sender, lazy):
+                service.driver.stop()
+                await service.close()
 
     run(scenario)

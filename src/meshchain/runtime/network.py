@@ -41,6 +41,9 @@ RECEIVE_BUFFER_SIZE = 256 * 1024
 # cannot exhaust memory (Bitcoin's default -maxconnections is 125).
 MAX_CONNECTIONS = 125
 DIAL_TIMEOUT = 10.0
+# A peer that stops reading is dropped once this much waits in its send buffer: two
+# maximum-size messages (Bitcoin's -maxsendbuffer is 1 MB with smaller messages).
+MAX_SEND_BUFFER = 8 * 1024 * 1024
 # Redial backoff for configured peers: doubling from 1 s to at most 60 s.
 REDIAL_INITIAL_DELAY = 1.0
 REDIAL_MAX_DELAY = 60.0
@@ -158,6 +161,10 @@ class PeerConnection(asyncio.BufferedProtocol):
             transport.write(data)
         if session.closed:
             transport.close()
+        elif transport.get_write_buffer_size() > MAX_SEND_BUFFER:
+            session.close(GoodbyeCode.MISBEHAVIOUR, "peer does not read what we send")
+            self._process_events()
+            transport.abort()
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
