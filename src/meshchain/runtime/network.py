@@ -81,6 +81,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         self._view = memoryview(self._buffer)
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline = 0.0
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -167,15 +168,24 @@ class PeerConnection(asyncio.BufferedProtocol):
             transport.abort()
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Keep one timer at or before the session's deadline.
+
+        Deadlines mostly move later (every read pushes the inactivity deadline), so a
+        timer already due earlier is kept: it fires, the session finds nothing due, and
+        the timer is armed again. Re-arming on every read costs more than that.
+        """
         session = self.session
         deadline = session.get_timer() if session is not None else None
+        if self._timer is not None:
+            if deadline is not None and self._timer_deadline <= deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
         if deadline is None:
             return
         loop = asyncio.get_running_loop()
         delay = max(0.0, deadline - self.service.clock())
+        self._timer_deadline = deadline
         self._timer = loop.call_at(loop.time() + delay, self._on_timer)
 
     def _on_timer(self) -> None:

@@ -9,6 +9,8 @@ different Noise key.
 
 from __future__ import annotations
 
+import functools
+
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -17,6 +19,8 @@ from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
 from meshchain.core.wire.codec import Codec, PublicKey32, Signature64, WireStruct, encode
 from meshchain.errors import DecodeError, RemoteProtocolError
 
+# A node has one identity and one Noise static key per run; tests make a few more.
+PROOF_CACHE_SIZE = 64
 IDENTITY_PROOF_SIZE = 101  # msgpack: array header 1 + (2 + 32) + (2 + 64)
 
 _static_key_digest = tagged_hasher("meshchain/noise-static-key")
@@ -35,12 +39,15 @@ def new_noise_static_key() -> bytes:
     return X25519PrivateKey.generate().private_bytes_raw()
 
 
+@functools.lru_cache(maxsize=PROOF_CACHE_SIZE)
 def noise_public_key(private: bytes) -> bytes:
     key = X25519PrivateKey.from_private_bytes(private)
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+@functools.lru_cache(maxsize=PROOF_CACHE_SIZE)
 def make_identity_proof(identity: SecretKey, noise_static_public: bytes) -> bytes:
+    """The proof depends only on the two keys, so a node signs it once, not per handshake."""
     signature = identity.sign(_static_key_digest(noise_static_public))
     return encode(IdentityProof(identity.public_key, signature))
 

@@ -29,8 +29,14 @@ PublicKey32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Signature64 = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 
-class WireStruct(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """Base of every encoded type: positional, immutable, no unknown fields."""
+class WireStruct(
+    msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
+):
+    """Base of every encoded type: positional, immutable, no unknown fields.
+
+    `gc=False`: a decoded message is a tree of immutable values that cannot form a
+    reference cycle, so the garbage collector need not track (and rescan) each struct.
+    """
 
 
 T = TypeVar("T")
@@ -52,7 +58,11 @@ class Codec(Generic[T]):
         self.max_size = max_size
         self.type_name = getattr(type_, "__name__", str(type_))
 
-    def decode(self, data: bytes) -> T:
+    def decode(self, data: bytes | memoryview) -> T:
+        if isinstance(data, memoryview):
+            # Comparing bytes with a memoryview goes item by item (40x slower than memcmp),
+            # so copy once; the canonical check below compares bytes with bytes.
+            data = data.tobytes()
         if len(data) > self.max_size:
             raise DecodeError(f"{self.type_name}: {len(data)} bytes exceeds limit {self.max_size}")
         try:
