@@ -14,7 +14,13 @@ from meshchain.core.chain.block import Block, block_hash
 from meshchain.core.chain.chainstate import AddBlockResult, ChainState
 from meshchain.core.chain.genesis import Genesis
 from meshchain.core.chain.mempool import Mempool
-from meshchain.core.chain.tx import TX_CODEC, Transaction, VerifiedTx, verify_transaction
+from meshchain.core.chain.tx import (
+    TX_CODEC,
+    Transaction,
+    VerifiedTx,
+    compute_txid,
+    verify_transaction,
+)
 from meshchain.core.chain.validation import check_transaction
 from meshchain.core.consensus import engine_for
 from meshchain.core.crypto.address import address_from_public_key
@@ -73,10 +79,16 @@ class NodeConfig:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, store: ChainStore, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: ChainStore,
+        rng: random.Random,
+        verifier: SignatureVerifier | None = None,
+    ) -> None:
         self.config = config
         self.rng = rng
-        self.verifier = SignatureVerifier()
+        self.verifier = verifier or SignatureVerifier()
         self.engine = engine_for(config.genesis, self.verifier)
         self.chain = ChainState(config.genesis, self.engine, store, self.verifier)
         self.mempool = Mempool(self.chain.ledger)
@@ -132,11 +144,11 @@ class Node:
         self, tx: Transaction, raw: bytes | None, now: float, peer: PeerId | None
     ) -> list[Action]:
         vtx: VerifiedTx | None = None
+        if compute_txid(tx.body) in self.mempool:
+            return []  # seen already: flood relay delivers most transactions several times
         try:
             check_transaction(tx, self.chain.chain_id)
             vtx = verify_transaction(tx, self.verifier, raw)
-            if vtx.txid in self.mempool:
-                return []
             self.mempool.add(vtx, now)
         except ValidationError as error:
             txid = vtx.txid if vtx is not None else None

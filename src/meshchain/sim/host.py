@@ -1,0 +1,157 @@
+"""One simulated machine: a real `Node` on a `MemoryStore`, driven by the virtual clock.
+
+It executes the same actions the asyncio runtime executes — `Send` through the simulated
+network, `ScheduleTimer` on the event heap (a newer schedule of the same timer replaces
+the older one), `Disconnect` by cutting the link — and hands notices to the metrics.
+Going offline drops the `Node` object but keeps its store, so a node that returns
+resumes from its stored chain, as a restarted process would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from meshchain.core.crypto.keys import SignatureVerifier
+from meshchain.core.events import (
+    Action,
+    Disconnect,
+    Input,
+    MessageReceived,
+    NodeStarted,
+    PeerConnected,
+    PeerDisconnected,
+    ScheduleTimer,
+    Send,
+    TimerFired,
+)
+from meshchain.core.node import Node, NodeConfig
+from meshchain.core.store import MemoryStore
+from meshchain.core.wire.messages import AnyMessage
+from meshchain.sim.network import wire_size
+
+if TYPE_CHECKING:
+    from meshchain.sim.world import World
+
+
+class CachingVerifier(SignatureVerifier):
+    """One verifier for every simulated node: a signature checked once is known valid.
+
+    A thousand nodes verifying the same transaction would spend the run in libsecp256k1;
+    the answer is the same every time, so the simulator computes it once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._results: dict[tuple[bytes, bytes, bytes], bool] = {}
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        key = (public_key, message, signature)
+        result = self._results.get(key)
+        if result is None:
+            result = super().verify(public_key, message, signature)
+            self._results[key] = result
+        return result
+
+
+SendFilter = Callable[["SimHost", int, AnyMessage], bool]
+
+
+class SimHost:
+    def __init__(
+        self, index: int, world: World, config: NodeConfig, verifier: SignatureVerifier
+    ) -> None:
+        self.index = index
+        self.world = world
+        self.config = config
+        self.verifier = verifier
+        self.store = MemoryStore()
+        self.node: Node | None = None
+        self.links: list[int] = []  # neighbours in the topology (both directions)
+        self.outbound: set[int] = set()  # the neighbours this node dialled
+        self.connected: set[int] = set()
+        self.starts = 0
+        self.honest = True
+        # Adversaries: return False to drop an outgoing message.
+        self.send_filter: SendFilter | None = None
+        self.on_message: Callable[[SimHost, int, AnyMessage], None] | None = None
+        self._timer_versions: dict[str, int] = {}
+
+    @property
+    def online(self) -> bool:
+        return self.node is not None
+
+    # --- life cycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        rng = self.world.sim.rng(f"node/{self.index}/{self.starts}")
+        self.starts += 1
+        self.node = Node(self.config, self.store, rng, self.verifier)
+        self.feed(NodeStarted())
+        for peer in self.links:
+            self.world.connect(self.index, peer)
+
+    def stop(self) -> None:
+        """Crash or leave: the process is gone, the store stays."""
+        if self.node is None:
+            return
+        self.node = None
+        self._timer_versions.clear()
+        for peer in sorted(self.connected):
+            self.world.disconnect(self.index, peer, "peer went offline")
+
+    # --- inputs ---------------------------------------------------------------------
+
+    def feed(self, event: Input) -> None:
+        node = self.node
+        if node is None:
+            return
+        self.execute(node.handle(event, self.world.sim.now))
+
+    def peer_connected(self, peer: int) -> None:
+        self.connected.add(peer)
+        self.feed(PeerConnected(str(peer), outbound=peer in self.outbound))
+
+    def peer_disconnected(self, peer: int, reason: str) -> None:
+        self.connected.discard(peer)
+        self.feed(PeerDisconnected(str(peer), reason))
+
+    def receive(self, src: int, message: AnyMessage, size: int) -> None:
+        if self.node is None or src not in self.connected:
+            self.world.network.stats.dropped_offline += 1
+            return
+        self.world.metrics.received(self.index, message, size)
+        if self.on_message is not None:
+            self.on_message(self, src, message)
+        self.feed(MessageReceived(str(src), message, size))  # type: ignore[arg-type]
+
+    def _fire(self, timer: str, version: int) -> None:
+        if self._timer_versions.get(timer) == version:
+            self.feed(TimerFired(timer))
+
+    # --- actions --------------------------------------------------------------------
+
+    def execute(self, actions: list[Action]) -> None:
+        world = self.world
+        sizes: dict[int, int] = {}  # the same message object fans out to many peers
+        for action in actions:
+            if isinstance(action, Send):
+                peer = int(action.peer)
+                if peer not in self.connected:
+                    continue
+                message = action.message
+                if self.send_filter is not None and not self.send_filter(self, peer, message):
+                    continue
+                size = sizes.get(id(message))
+                if size is None:
+                    size = sizes[id(message)] = wire_size(message)
+                world.metrics.sent(self.index, message, size)
+                world.network.send(self.index, peer, message, size)
+            elif isinstance(action, ScheduleTimer):
+                version = self._timer_versions.get(action.timer, 0) + 1
+                self._timer_versions[action.timer] = version
+                world.sim.at(action.at, self._fire, action.timer, version)
+            elif isinstance(action, Disconnect):
+                world.disconnect(self.index, int(action.peer), action.reason)
+            else:
+                world.metrics.notice(self.index, action, world.sim.now)
