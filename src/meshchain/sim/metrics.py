@@ -29,7 +29,8 @@ def message_kind(message: AnyMessage) -> str:
 
 def percentiles(samples: list[float]) -> dict[str, float | None]:
     if not samples:
-        return {f"p{p}": None for p in PERCENTILES} | {"max": None, "count": 0}
+        empty: dict[str, float | None] = {f"p{p}": None for p in PERCENTILES}
+        return empty | {"max": None, "count": 0}
     ordered = sorted(samples)
     result: dict[str, float | None] = {}
     for p in PERCENTILES:
@@ -51,8 +52,8 @@ class Metrics:
         self.block_reached: dict[bytes, int] = defaultdict(int)
         self.block_delays: list[float] = []
         self.block_full: list[float] = []
-        self.bytes_sent = [defaultdict(int) for _ in range(nodes)]
-        self.bytes_received = [defaultdict(int) for _ in range(nodes)]
+        self.bytes_sent: list[defaultdict[str, int]] = [defaultdict(int) for _ in range(nodes)]
+        self.bytes_received: list[defaultdict[str, int]] = [defaultdict(int) for _ in range(nodes)]
         self.messages: dict[str, int] = defaultdict(int)
         self.reorgs = 0
         self.blocks_produced = 0
