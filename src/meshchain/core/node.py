@@ -18,7 +18,7 @@ from meshchain.core.chain.tx import (
     TX_CODEC,
     Transaction,
     VerifiedTx,
-    compute_txid,
+    txid_of,
     verify_transaction,
 )
 from meshchain.core.chain.validation import check_transaction
@@ -45,7 +45,7 @@ from meshchain.core.events import (
     TransactionSubmitted,
 )
 from meshchain.core.store import ChainStore
-from meshchain.core.wire.messages import BlockMessage, TransactionMessage
+from meshchain.core.wire.messages import BlockMessage, GetBlock, TransactionMessage
 from meshchain.errors import DecodeError, RejectCode, ValidationError
 
 PRODUCE_TIMER = "produce"
@@ -54,6 +54,10 @@ MEMPOOL_EXPIRE_INTERVAL = 60.0  # seconds between mempool expiry sweeps
 # Block templates stay well under MAX_BLOCK_SIZE so a block always fits one message.
 BLOCK_TEMPLATE_MAX_BYTES = 1_000_000
 BLOCK_TEMPLATE_MAX_TXS = 5_000
+# Parents of orphan blocks we asked peers for and still wait on (Bitcoin's pre-headers
+# orphan resolution; the sync issue replaces it with headers-first download).
+MAX_PENDING_BLOCK_REQUESTS = 64
+BLOCK_REQUEST_TIMEOUT = 30.0  # seconds before the same parent may be asked for again
 # Rejections that say the peer sent something no honest node would send.
 PEER_FAULTS = frozenset(
     {
@@ -93,6 +97,7 @@ class Node:
         self.chain = ChainState(config.genesis, self.engine, store, self.verifier)
         self.mempool = Mempool(self.chain.ledger)
         self.peers: dict[PeerId, bool] = {}  # peer -> outbound
+        self._requested_blocks: dict[bytes, float] = {}  # parent hash -> when asked
         key = config.validator_key
         self._beneficiary = config.beneficiary or (
             address_from_public_key(key.public_key) if key is not None else bytes(20)
@@ -106,7 +111,7 @@ class Node:
                 return self._started(now)
             case PeerConnected(peer, outbound):
                 self.peers[peer] = outbound
-                return []
+                return self._greet(peer)
             case PeerDisconnected(peer, _):
                 self.peers.pop(peer, None)
                 return []
@@ -114,6 +119,8 @@ class Node:
                 return self._transaction(tx, None, now, peer)
             case MessageReceived(peer, BlockMessage(block), _):
                 return self._block(block, now, peer)
+            case MessageReceived(peer, GetBlock(wanted), _):
+                return self._serve_block(peer, wanted)
             case TransactionSubmitted(raw):
                 return self._submitted(raw, now)
             case TimerFired(timer):
@@ -127,6 +134,31 @@ class Node:
         if self.config.validator_key is not None:
             actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
         return actions
+
+    def _greet(self, peer: PeerId) -> list[Action]:
+        """Show a new peer our tip: if it lacks it, it asks for the missing parents."""
+        if self.chain.height == 0:
+            return []
+        tip = self.chain.block(self.chain.tip_hash)
+        return [] if tip is None else [Send(peer, BlockMessage(tip))]
+
+    def _serve_block(self, peer: PeerId, wanted: bytes) -> list[Action]:
+        block = self.chain.block(wanted) if self.chain.entry(wanted) is not None else None
+        return [] if block is None else [Send(peer, BlockMessage(block))]
+
+    def _request_parent(self, block: Block, now: float, peer: PeerId) -> list[Action]:
+        """Ask the peer that sent an orphan for its parent, once per timeout, bounded."""
+        parent = block.header.parent
+        requests = self._requested_blocks
+        asked = requests.get(parent)
+        if asked is not None and now < asked + BLOCK_REQUEST_TIMEOUT:
+            return []
+        for stale in [h for h, at in requests.items() if now >= at + BLOCK_REQUEST_TIMEOUT]:
+            del requests[stale]
+        if len(requests) >= MAX_PENDING_BLOCK_REQUESTS:
+            return []
+        requests[parent] = now
+        return [Send(peer, GetBlock(parent))]
 
     def _relay(
         self, message: TransactionMessage | BlockMessage, source: PeerId | None
@@ -144,7 +176,7 @@ class Node:
         self, tx: Transaction, raw: bytes | None, now: float, peer: PeerId | None
     ) -> list[Action]:
         vtx: VerifiedTx | None = None
-        if compute_txid(tx.body) in self.mempool:
+        if txid_of(tx) in self.mempool:
             return []  # seen already: flood relay delivers most transactions several times
         try:
             check_transaction(tx, self.chain.chain_id)
@@ -190,7 +222,11 @@ class Node:
                     len(update.connected),
                 )
             )
-        if update.result is not AddBlockResult.ORPHAN:
+        self._requested_blocks.pop(update.block_hash, None)
+        if update.result is AddBlockResult.ORPHAN:
+            if peer is not None:
+                actions.extend(self._request_parent(block, now, peer))
+        else:
             actions.extend(self._relay(BlockMessage(block), peer))
         return actions
 

@@ -59,6 +59,25 @@ def compute_txid(body: TxBody) -> bytes:
     return _txid_hash(encode(body))
 
 
+# Transaction objects whose txid we computed lately, by identity. Flood relay hands the
+# same object to a node several times (and, in the simulator, to every node), and each
+# time it must be checked against the mempool first.
+TXID_CACHE_SIZE = 65_536
+_txid_cache: dict[int, tuple[Transaction, bytes]] = {}
+
+
+def txid_of(tx: Transaction) -> bytes:
+    """`compute_txid(tx.body)`, remembered for recently seen transaction objects."""
+    cached = _txid_cache.get(id(tx))
+    if cached is not None and cached[0] is tx:
+        return cached[1]
+    txid = _txid_hash(encode(tx.body))
+    if len(_txid_cache) >= TXID_CACHE_SIZE:
+        del _txid_cache[next(iter(_txid_cache))]
+    _txid_cache[id(tx)] = (tx, txid)
+    return txid
+
+
 def sign_transaction(body: TxBody, key: SecretKey, aux_rand: bytes | None = None) -> Transaction:
     if body.sender != key.public_key:
         raise ValueError("body.sender is not the signing key's public key")

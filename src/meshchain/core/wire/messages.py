@@ -73,6 +73,12 @@ class Pong(WireStruct, frozen=True, tag=4):
     nonce: UInt
 
 
+class GetBlock(WireStruct, frozen=True, tag=18):
+    """Ask a peer for one block by hash (the parent of an orphan it sent us)."""
+
+    block_hash: Hash32
+
+
 class TransactionMessage(WireStruct, frozen=True, tag=16):
     """One transaction, relayed (flood relay until announce-then-fetch arrives)."""
 
@@ -86,7 +92,7 @@ class BlockMessage(WireStruct, frozen=True, tag=17):
 
 
 SessionMessage = Hello | Goodbye | Ping | Pong
-Message = TransactionMessage | BlockMessage
+Message = TransactionMessage | BlockMessage | GetBlock
 AnyMessage = SessionMessage | Message
 
 MESSAGE_CODEC: Codec[AnyMessage] = Codec(AnyMessage, MAX_MESSAGE_SIZE)  # type: ignore[arg-type]
