@@ -29,6 +29,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/tx_validation.py
+	$(BIN)/python bench/transport.py
+	$(BIN)/python bench/sim_scale.py --duration 60
 
 clean:
 	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache

@@ -14,6 +14,7 @@ import click
 from meshchain import __version__
 from meshchain.cli.demo import demo
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
+from meshchain.cli.sim import sim
 from meshchain.config import open_datadir, save_config, write_key
 from meshchain.core.chain.genesis import ChainMode
 from meshchain.core.crypto.address import address_from_public_key, encode_address
@@ -200,6 +201,7 @@ async def _run_node(
 
 
 cli.add_command(demo)
+cli.add_command(sim)
 
 
 def main() -> None:

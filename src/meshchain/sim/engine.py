@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-Callback = Callable[..., None]
+Callback = Callable[..., object]  # any result is ignored
 
 
 class Simulator:

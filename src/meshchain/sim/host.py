@@ -2,9 +2,10 @@
 
 It executes the same actions the asyncio runtime executes — `Send` through the simulated
 network, `ScheduleTimer` on the event heap (a newer schedule of the same timer replaces
-the older one), `Disconnect` by cutting the link — and hands notices to the metrics.
-Going offline drops the `Node` object but keeps its store, so a node that returns
-resumes from its stored chain, as a restarted process would.
+the older one), `Disconnect` by closing the session (the dialling side redials, as the
+runtime does) — and hands notices to the metrics. Going offline drops the `Node` object
+but keeps its store, so a node that returns resumes from its stored chain, as a restarted
+process would, and dials its configured peers again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from meshchain.core.events import (
 )
 from meshchain.core.node import Node, NodeConfig
 from meshchain.core.store import MemoryStore
-from meshchain.core.wire.messages import AnyMessage
+from meshchain.core.wire.messages import AnyMessage, Goodbye, Hello, Ping, Pong
 from meshchain.sim.network import wire_size
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class CachingVerifier(SignatureVerifier):
 
 
 SendFilter = Callable[["SimHost", int, AnyMessage], bool]
+# The secure session consumes these itself; only an adversary's `send_direct` sends them.
+SESSION_MESSAGES = frozenset({Hello, Goodbye, Ping, Pong})
 
 
 class SimHost:
@@ -84,19 +87,26 @@ class SimHost:
     # --- life cycle -----------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the process; it dials its configured peers, the others redial it."""
+        if self.node is not None:
+            return
         rng = self.world.sim.rng(f"node/{self.index}/{self.starts}")
         self.starts += 1
         self.node = Node(self.config, self.store, rng, self.verifier)
         self.feed(NodeStarted())
         for peer in self.links:
-            self.world.connect(self.index, peer)
+            if peer in self.outbound:
+                self.world.connect(self.index, peer)
 
     def stop(self) -> None:
         """Crash or leave: the process is gone, the store stays."""
         if self.node is None:
             return
         self.node = None
-        self._timer_versions.clear()
+        # Timers of the dead process must not fire in the next one.
+        versions = self._timer_versions
+        for timer in versions:
+            versions[timer] += 1
         for peer in sorted(self.connected):
             self.world.disconnect(self.index, peer, "peer went offline")
 
@@ -123,7 +133,19 @@ class SimHost:
         self.world.metrics.received(self.index, message, size)
         if self.on_message is not None:
             self.on_message(self, src, message)
+        if message.__class__ in SESSION_MESSAGES:
+            self._session_message(src, message)
+            return
         self.feed(MessageReceived(str(src), message, size))  # type: ignore[arg-type]
+
+    def _session_message(self, src: int, message: AnyMessage) -> None:
+        """What `SecureSession` does with a session message on an open session."""
+        if isinstance(message, Ping):
+            self.execute([Send(str(src), Pong(message.nonce))])  # type: ignore[arg-type]
+        elif isinstance(message, Goodbye):
+            self.world.disconnect(self.index, src, f"peer said goodbye: {message.reason}")
+        elif isinstance(message, Hello):
+            self.world.disconnect(self.index, src, "a second Hello")
 
     def _fire(self, timer: str, version: int) -> None:
         if self._timer_versions.get(timer) == version:

@@ -1,7 +1,9 @@
 """Properties every run must keep, checked during the run and at its end.
 
 Each invariant is a callable `(world, final) -> list[str]` returning violations; add more
-by appending to `World.invariants`.
+by appending to `World.invariants`. The defaults: no conflicting finality, supply
+conservation, convergence once faults heal, and a chain that keeps growing while settling.
+Only honest hosts are judged (supply conservation checks every ledger).
 """
 
 from __future__ import annotations
@@ -16,11 +18,16 @@ CONVERGENCE_LAG_BLOCKS = 1
 
 
 class NoConflictingFinality:
-    """Honest nodes never hold different blocks at a height both consider final."""
+    """Honest nodes never hold different blocks at a height both consider final.
+
+    Each node's heights are checked once they are final; a node whose chain later
+    differs at its last checked height has reverted a final block, and is rechecked.
+    """
 
     def __init__(self) -> None:
         self.final: dict[int, bytes] = {}
         self.checked: dict[int, int] = {}
+        self.last_checked: dict[int, bytes] = {}  # node -> its hash at its checked height
 
     def __call__(self, world: World, final: bool) -> list[str]:
         depth = world.config.finality_depth
@@ -29,6 +36,10 @@ class NoConflictingFinality:
             assert host.node is not None
             chain = host.node.chain
             start = self.checked.get(host.index, 0) + 1
+            remembered = self.last_checked.get(host.index)
+            if remembered is not None and chain.hash_at(start - 1) != remembered:
+                problems.append(f"node {host.index} reverted its final block at {start - 1}")
+                start = 1
             for height in range(start, chain.height - depth + 1):
                 block_hash = chain.hash_at(height)
                 assert block_hash is not None
@@ -38,7 +49,12 @@ class NoConflictingFinality:
                         f"node {host.index} finalized {block_hash.hex()[:16]} at height "
                         f"{height}, others {known.hex()[:16]}"
                     )
-            self.checked[host.index] = max(start - 1, chain.height - depth)
+            checked = max(start - 1, chain.height - depth)
+            self.checked[host.index] = checked
+            if checked > 0:
+                last = chain.hash_at(checked)
+                assert last is not None
+                self.last_checked[host.index] = last
         return problems
 
 
@@ -73,9 +89,37 @@ def converged(world: World, final: bool) -> list[str]:
         if reference.hash_at(chain.height) != chain.tip_hash:
             problems.append(f"node {host.index} is on another branch at height {chain.height}")
         elif reference.height - chain.height > CONVERGENCE_LAG_BLOCKS:
+            stuck = f" holding {chain.orphan_count} orphan blocks" if chain.orphan_count else ""
             problems.append(
-                f"node {host.index} lags at height {chain.height} of {reference.height}"
+                f"node {host.index} lags at height {chain.height} of {reference.height}{stuck}"
             )
     if len(problems) > 10:
         problems = [*problems[:10], f"... and {len(problems) - 10} more nodes"]
     return problems
+
+
+class ChainAdvances:
+    """The chain stays live: with faults over, the best honest chain grows while settling.
+
+    Convergence alone misses a halted chain. Under PoA each height has one proposer, so
+    an authority that missed a block (and nothing fetches missed blocks yet) halts the
+    chain for good, with every node agreeing on the stale tip.
+    """
+
+    def __init__(self) -> None:
+        self.baseline: tuple[float, int] = (0.0, 0)  # (time, best height) at quiet_from
+
+    def __call__(self, world: World, final: bool) -> list[str]:
+        now = world.sim.now
+        best = max((h.node.chain.height for h in world.honest_online() if h.node), default=0)
+        if not final:
+            if now <= world.quiet_from:
+                self.baseline = (now, best)
+            return []
+        since, height = self.baseline
+        if now - since >= 2 * world.config.block_interval and best <= height:
+            return [
+                f"no block from t={since:.0f} to the end: the best honest chain stalled at "
+                f"height {height}"
+            ]
+        return []

@@ -14,17 +14,20 @@ from meshchain.core.events import (
     TransactionAccepted,
     TransactionRejected,
 )
-from meshchain.core.wire.messages import AnyMessage, BlockMessage, TransactionMessage
+from meshchain.core.wire.messages import AnyMessage, BlockMessage, GetBlock, TransactionMessage
 
 PERCENTILES = (50, 90, 95, 99)
 
 
+_KINDS: dict[type, str] = {
+    TransactionMessage: "transaction",
+    BlockMessage: "block",
+    GetBlock: "block_request",
+}
+
+
 def message_kind(message: AnyMessage) -> str:
-    if isinstance(message, TransactionMessage):
-        return "transaction"
-    if isinstance(message, BlockMessage):
-        return "block"
-    return "session"
+    return _KINDS.get(message.__class__, "session")
 
 
 def percentiles(samples: list[float]) -> dict[str, float | None]:
@@ -63,13 +66,14 @@ class Metrics:
     def submitted(self, txid: bytes, now: float) -> None:
         self.tx_origin.setdefault(txid, now)
 
+    # `sent` and `received` run once per message: `message_kind` is inlined.
     def sent(self, node: int, message: AnyMessage, size: int) -> None:
-        kind = message_kind(message)
+        kind = _KINDS.get(message.__class__, "session")
         self.bytes_sent[node][kind] += size
         self.messages[kind] += 1
 
     def received(self, node: int, message: AnyMessage, size: int) -> None:
-        self.bytes_received[node][message_kind(message)] += size
+        self.bytes_received[node][_KINDS.get(message.__class__, "session")] += size
 
     def notice(self, node: int, action: Action, now: float) -> None:
         if isinstance(action, TransactionAccepted):

@@ -6,6 +6,12 @@ per Noise message of up to 65,519 bytes. A message leaves the sender's uplink af
 uplink's queue drains and its own serialization time, crosses the link's latency, and is
 handed over after the receiver's downlink queue and serialization time. Queues are
 reserved when a message is sent (a documented simplification of packet scheduling).
+
+Peers talk over TCP, so a partition does not lose what is sent across it: TCP keeps
+retransmitting, and the bytes arrive once the partition heals (here: at the heal, not at
+TCP's next retransmission timeout). Only a partition that outlasts TCP's patience
+(`TCP_GIVE_UP`) closes the connections it cuts, losing whatever was still unsent; the
+world then redials. `loss` drops whole messages (a harsher model than TCP's resends).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshchain.core.transport.session import (
     AEAD_TAG_SIZE,
@@ -26,6 +32,9 @@ from meshchain.sim.config import LatencySpec, PartitionSpec
 from meshchain.sim.engine import Simulator
 
 Deliver = Callable[[int, int, AnyMessage, int], None]
+# Linux gives up on unacknowledged data after tcp_retries2=15 retransmissions: 924.6 s
+# (Documentation/networking/ip-sysctl.rst). Shorter partitions only delay messages.
+TCP_GIVE_UP = 924.6
 
 
 def wire_size(message: AnyMessage) -> int:
@@ -71,8 +80,23 @@ class LatencyModel:
 class LinkStats:
     sent: int = 0
     dropped_loss: int = 0
-    dropped_partition: int = 0
+    dropped_partition: int = 0  # lost when a partition outlasted TCP and cut connections
     dropped_offline: int = 0
+    held_partition: int = 0  # sent across a partition, delivered after it healed
+
+
+@dataclass
+class Partition:
+    """One `PartitionSpec` while the run goes: who is where, and what waits for the heal."""
+
+    start: float
+    end: float
+    groups: dict[int, int]  # node -> group; unlisted nodes share group -1
+    severed: bool = False  # TCP gave up: the connections across it are closed
+    held: list[tuple[int, int, AnyMessage, int]] = field(default_factory=list)
+
+    def separates(self, a: int, b: int, now: float) -> bool:
+        return self.start <= now < self.end and self.groups.get(a, -1) != self.groups.get(b, -1)
 
 
 class SimNetwork:
@@ -97,33 +121,50 @@ class SimNetwork:
         self.stats = LinkStats()
         self._upload_free = [0.0] * nodes
         self._download_free = [0.0] * nodes
-        self._partitions = [
-            (
+        self.partitions = [
+            Partition(
                 p.start,
                 p.end,
                 {node: group for group, members in enumerate(p.groups) for node in members},
             )
             for p in partitions
         ]
+        # Scheduled now, so at its time a heal runs before anything scheduled later.
+        for partition in self.partitions:
+            if partition.end - partition.start > TCP_GIVE_UP:
+                sim.at(partition.start + TCP_GIVE_UP, self._give_up, partition)
+            sim.at(partition.end, self._heal, partition)
         self.deliver: Deliver = lambda dst, src, message, size: None
+        # Called when TCP gives up on a partition: close the connections it cuts.
+        self.sever: Callable[[Partition], None] = lambda partition: None
+
+    def cutting(self, a: int, b: int) -> Partition | None:
+        """The partition separating `a` and `b` now, if any."""
+        now = self.sim.now
+        for partition in self.partitions:
+            if partition.separates(a, b, now):
+                return partition
+        return None
 
     def cut(self, a: int, b: int) -> bool:
-        """Whether a partition separates `a` and `b` now."""
-        now = self.sim.now
-        for start, end, groups in self._partitions:
-            if start <= now < end and groups.get(a, -1) != groups.get(b, -1):
-                return True
-        return False
+        """Whether a partition separates `a` and `b` now (a dial across it fails)."""
+        return self.cutting(a, b) is not None
 
     def send(self, src: int, dst: int, message: AnyMessage, size: int) -> None:
-        now = self.sim.now
-        if self.cut(src, dst):
-            self.stats.dropped_partition += 1
-            return
+        if self.partitions:
+            partition = self.cutting(src, dst)
+            if partition is not None:
+                self._hold(partition, src, dst, message, size)
+                return
         if self.loss and self.rng.random() < self.loss:
             self.stats.dropped_loss += 1
             return
+        self._transmit(src, dst, message, size)
+
+    def _transmit(self, src: int, dst: int, message: AnyMessage, size: int) -> None:
+        """Queue on the uplink, cross the link, queue on the downlink."""
         self.stats.sent += 1
+        now = self.sim.now
         leave = now
         if self.upload_bps:
             leave = max(now, self._upload_free[src]) + size * 8 / self.upload_bps
@@ -133,3 +174,28 @@ class SimNetwork:
             arrive = max(arrive, self._download_free[dst]) + size * 8 / self.download_bps
             self._download_free[dst] = arrive
         self.sim.at(arrive, self.deliver, dst, src, message, size)
+
+    def _hold(
+        self, partition: Partition, src: int, dst: int, message: AnyMessage, size: int
+    ) -> None:
+        if partition.severed:
+            self.stats.dropped_partition += 1
+        else:
+            self.stats.held_partition += 1
+            partition.held.append((src, dst, message, size))
+
+    def _heal(self, partition: Partition) -> None:
+        """TCP resends what waited, in order; another partition may still hold it."""
+        held, partition.held = partition.held, []
+        for src, dst, message, size in held:
+            other = self.cutting(src, dst)
+            if other is not None:
+                self._hold(other, src, dst, message, size)
+            else:
+                self._transmit(src, dst, message, size)
+
+    def _give_up(self, partition: Partition) -> None:
+        partition.severed = True
+        self.stats.dropped_partition += len(partition.held)
+        partition.held = []
+        self.sever(partition)

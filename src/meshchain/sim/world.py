@@ -1,4 +1,10 @@
-"""A whole simulated network built from a `SimConfig` and a seed, and its report."""
+"""A whole simulated network built from a `SimConfig` and a seed, and its report.
+
+Links behave as the runtime's: each host dials the peers it chose (its configured peers)
+and, when a session ends for any reason, redials them with the runtime's backoff; a
+restarted host dials its own peers at once and the others come back as their redials
+fire. Adversarial behaviours (`adversary.py`) are applied to hosts from the config.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,19 @@ from meshchain.core.events import TransactionSubmitted
 from meshchain.core.node import NodeConfig
 from meshchain.core.wire.codec import encode
 from meshchain.core.wire.messages import AnyMessage
+from meshchain.runtime.network import REDIAL_INITIAL_DELAY, REDIAL_MAX_DELAY
+from meshchain.sim.adversary import Adversary, Spy, make_adversaries, summarize
 from meshchain.sim.config import SimConfig
 from meshchain.sim.engine import Simulator
 from meshchain.sim.host import CachingVerifier, SimHost
-from meshchain.sim.invariants import NoConflictingFinality, converged, supply_conserved
+from meshchain.sim.invariants import (
+    ChainAdvances,
+    NoConflictingFinality,
+    converged,
+    supply_conserved,
+)
 from meshchain.sim.metrics import Metrics
-from meshchain.sim.network import LatencyModel, SimNetwork
+from meshchain.sim.network import LatencyModel, Partition, SimNetwork
 
 Invariant = Callable[["World", bool], list[str]]
 WALLET_FUNDS = 10_000 * COIN  # a thousand wallets stay within MAX_MONEY
@@ -63,6 +76,10 @@ class World:
             partitions=config.partitions,
         )
         self.network.deliver = self._deliver
+        self.network.sever = self._sever
+        self._dial_tokens: dict[tuple[int, int], int] = {}  # the live dial of each link
+        self._backoff: dict[tuple[int, int], float] = {}
+        self._redial_rng = self.sim.rng("redial")
         verifier = CachingVerifier()
         self.hosts = [
             SimHost(
@@ -77,7 +94,13 @@ class World:
             for index in range(config.nodes)
         ]
         self._build_topology(self.sim.rng("topology"))
-        self.invariants: list[Invariant] = [NoConflictingFinality(), supply_conserved, converged]
+        self.adversaries: list[Adversary] = make_adversaries(self, config.adversaries)
+        self.invariants: list[Invariant] = [
+            NoConflictingFinality(),
+            supply_conserved,
+            converged,
+            ChainAdvances(),
+        ]
         self.violations: list[str] = []
         self._workload_rng = self.sim.rng("workload")
         self._nonces: dict[int, int] = {}
@@ -101,27 +124,63 @@ class World:
     def honest_online(self) -> list[SimHost]:
         return [host for host in self.hosts if host.online and host.honest]
 
+    @property
+    def spies(self) -> list[Spy]:
+        return [adversary for adversary in self.adversaries if isinstance(adversary, Spy)]
+
     # --- links ----------------------------------------------------------------------
 
     def connect(self, a: int, b: int) -> None:
-        if self.hosts[b].online and b not in self.hosts[a].connected:
-            delay = HANDSHAKE_ONE_WAY_TRIPS * self.network.latency(a, b)
-            self.sim.after(delay, self._established, a, b)
+        """`a` dials `b` now; the session is up after the TCP and Noise handshakes."""
+        if b in self.hosts[a].connected:
+            return
+        token = self._dial_tokens.get((a, b), 0) + 1
+        self._dial_tokens[a, b] = token
+        delay = HANDSHAKE_ONE_WAY_TRIPS * self.network.latency(a, b)
+        self.sim.after(delay, self._established, a, b, token)
 
-    def _established(self, a: int, b: int) -> None:
+    def _established(self, a: int, b: int, token: int) -> None:
+        if self._dial_tokens.get((a, b)) != token:
+            return  # a newer dial (after a restart) superseded this one
         first, second = self.hosts[a], self.hosts[b]
-        if not (first.online and second.online) or b in first.connected:
+        if not first.online or b in first.connected:
             return
-        if self.network.cut(a, b):
+        if not second.online or self.network.cut(a, b):
+            self._redial(a, b)
             return
+        self._backoff.pop((a, b), None)  # it worked: the next redial comes soon
         first.peer_connected(b)
         second.peer_connected(a)
 
+    def _redial(self, a: int, b: int) -> None:
+        """Dial a configured peer again later, as the runtime does: 1 s doubling to 60 s."""
+        if b not in self.hosts[a].outbound or not self.hosts[a].online:
+            return
+        delay = self._backoff.get((a, b), REDIAL_INITIAL_DELAY)
+        self._backoff[a, b] = min(delay * 2, REDIAL_MAX_DELAY)
+        token = self._dial_tokens.get((a, b), 0) + 1
+        self._dial_tokens[a, b] = token
+        jitter = 0.5 + self._redial_rng.random()
+        self.sim.after(delay * jitter, self._redial_due, a, b, token)
+
+    def _redial_due(self, a: int, b: int, token: int) -> None:
+        if self._dial_tokens.get((a, b)) == token and self.hosts[a].online:
+            self.connect(a, b)
+
     def disconnect(self, a: int, b: int, reason: str) -> None:
+        """Close the session between `a` and `b`; whichever dialled will redial."""
         for here, there in ((a, b), (b, a)):
             host = self.hosts[here]
             if there in host.connected:
                 host.peer_disconnected(there, reason)
+                self._redial(here, there)
+
+    def _sever(self, partition: Partition) -> None:
+        """TCP gave up on a long partition: close every session it cuts."""
+        for host in self.hosts:
+            for peer in sorted(host.connected):
+                if peer > host.index and partition.separates(host.index, peer, self.sim.now):
+                    self.disconnect(host.index, peer, "connection timed out (partition)")
 
     def _deliver(self, dst: int, src: int, message: AnyMessage, size: int) -> None:
         self.hosts[dst].receive(src, message, size)
@@ -241,6 +300,7 @@ class World:
                     "messages_sent": self.network.stats.sent,
                     "dropped_by_loss": self.network.stats.dropped_loss,
                     "dropped_by_partition": self.network.stats.dropped_partition,
+                    "held_by_partition": self.network.stats.held_partition,
                     "dropped_at_offline_nodes": self.network.stats.dropped_offline,
                 },
                 "chain": {
@@ -250,6 +310,7 @@ class World:
                         h.node.chain.orphan_count for h in self.online() if h.node is not None
                     ),
                 },
+                "adversaries": summarize(self.adversaries),
                 "finality_latency_seconds": None,  # PoA has no finality votes yet
                 "simulator": {
                     "events": self.sim.events_processed,

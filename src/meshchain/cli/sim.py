@@ -1,0 +1,140 @@
+"""`meshchain sim run`: a scenario file in, report.json and plots out.
+
+Exit status: 0 when every invariant held, 1 when one was violated (they are printed),
+2 when the scenario is unusable (the message names the key), 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+from meshchain.errors import ConfigError
+
+EXIT_VIOLATION = 1
+EXIT_BAD_SCENARIO = 2
+EXIT_INTERRUPTED = 130
+
+
+class _SpeedColumn(ProgressColumn):
+    """Virtual seconds simulated per wall second: how far ahead of real time the run is."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed
+        if not elapsed or not task.completed:
+            return Text("-- x real time", style="progress.data.speed")
+        return Text(f"{task.completed / elapsed:,.1f}x real time", style="progress.data.speed")
+
+
+@click.group()
+def sim() -> None:
+    """The deterministic network simulator."""
+
+
+@sim.command("run")
+@click.argument("scenario", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--seed", type=int, default=1, show_default=True, help="Run seed.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("sim-out"),
+    show_default=True,
+    help="Directory for report.json and the plots.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(scenario: Path, seed: int, out_dir: Path, quiet: bool) -> None:
+    """Run SCENARIO (a TOML file) and write OUT/report.json and PNG plots.
+
+    The same scenario and seed always give a byte-identical report.json.
+    """
+    from meshchain.sim.report import PLOT_FILES, write_report
+    from meshchain.sim.scenario import load_scenario
+    from meshchain.sim.world import World
+
+    stderr = Console(stderr=True)
+    try:
+        config = load_scenario(scenario)
+        if not quiet:
+            stderr.print(f"building {config.nodes} nodes for scenario {config.name!r}...")
+        world = World(config, seed)
+    except ConfigError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(EXIT_BAD_SCENARIO)
+
+    started = time.perf_counter()
+    try:
+        if quiet:
+            world.run()
+        else:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f} virtual s"),
+                TimeElapsedColumn(),
+                _SpeedColumn(),
+                console=stderr,
+            ) as progress:
+                task = progress.add_task(config.name, total=config.duration)
+                world.run(progress=lambda now: progress.update(task, completed=now))
+    except KeyboardInterrupt:
+        click.echo("interrupted; no report written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    wall = time.perf_counter() - started
+
+    report = world.report()
+    path = write_report(world, out_dir, report=report)
+    _summary(report, wall)
+    click.echo(f"report: {path}")
+    for name in PLOT_FILES:
+        if (out_dir / name).exists():
+            click.echo(f"plot:   {out_dir / name}")
+    violations: list[str] = report["invariant_violations"]
+    if violations:
+        click.echo(f"{len(violations)} invariant violation(s):", err=True)
+        for violation in violations:
+            click.echo(f"  {violation}", err=True)
+        sys.exit(EXIT_VIOLATION)
+
+
+def _summary(report: dict[str, Any], wall: float) -> None:
+    metrics = report["metrics"]
+    propagation = metrics["propagation_seconds"]
+    events = metrics["simulator"]["events"]
+    virtual = metrics["simulator"]["virtual_seconds"]
+    scenario = report["scenario"]
+
+    def spread(key: str) -> str:
+        p = propagation[key]
+        if not p["count"]:
+            return "no samples"
+        return f"p50 {p['p50']:.3f}s  p95 {p['p95']:.3f}s  max {p['max']:.3f}s"
+
+    chain = metrics["chain"]
+    click.echo(
+        f"scenario {scenario['name']} seed {report['seed']}: {scenario['nodes']} nodes, "
+        f"{virtual:g} virtual s in {wall:.1f} wall s "
+        f"({events:,} events, {events / max(wall, 1e-9):,.0f} events/s)"
+    )
+    click.echo(
+        f"  transactions {metrics['transactions_submitted']:,}, blocks "
+        f"{metrics['blocks_produced']:,}, heights {chain['height_min']}-{chain['height_max']}, "
+        f"reorganizations {metrics['reorganizations']}"
+    )
+    click.echo(f"  transaction propagation: {spread('transaction')}")
+    click.echo(f"  block propagation:       {spread('block')}")
+    click.echo(f"  invariant violations:    {len(report['invariant_violations'])}")
