@@ -65,6 +65,7 @@ class SimHost:
         self, index: int, world: World, config: NodeConfig, verifier: SignatureVerifier
     ) -> None:
         self.index = index
+        self._names = world.peer_names  # peer ids are indexes as strings, made once
         self.world = world
         self.config = config
         self.verifier = verifier
@@ -136,7 +137,7 @@ class SimHost:
         if message.__class__ in SESSION_MESSAGES:
             self._session_message(src, message)
             return
-        self.feed(MessageReceived(str(src), message, size))  # type: ignore[arg-type]
+        self.feed(MessageReceived(self._names[src], message, size))  # type: ignore[arg-type]
 
     def _session_message(self, src: int, message: AnyMessage) -> None:
         """What `SecureSession` does with a session message on an open session."""
@@ -154,6 +155,8 @@ class SimHost:
     # --- actions --------------------------------------------------------------------
 
     def execute(self, actions: list[Action]) -> None:
+        if not actions:
+            return  # most deliveries: a transaction the node already has
         world = self.world
         sizes: dict[int, int] = {}  # the same message object fans out to many peers
         for action in actions:

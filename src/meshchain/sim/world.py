@@ -81,6 +81,7 @@ class World:
         self._backoff: dict[tuple[int, int], float] = {}
         self._redial_rng = self.sim.rng("redial")
         verifier = CachingVerifier()
+        self.peer_names = [str(index) for index in range(config.nodes)]
         self.hosts = [
             SimHost(
                 index,
