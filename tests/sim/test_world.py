@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from meshchain.core.chain.tx import compute_txid
 from meshchain.core.events import Input, TimerFired
 from meshchain.core.node import EXPIRE_TIMER, MEMPOOL_EXPIRE_INTERVAL
 from meshchain.sim import network as network_module
 from meshchain.sim.config import ChurnSpec, CrashSpec, LatencySpec, PartitionSpec, SimConfig
+from meshchain.sim.host import SimHost
 from meshchain.sim.invariants import supply_conserved
 from meshchain.sim.world import World
 
@@ -60,17 +62,26 @@ def probe(world: World, at: float, read: Any) -> list[Any]:
     return seen
 
 
+def known_txids(host: SimHost) -> set[bytes]:
+    """Transactions a host has: in its mempool or in a block of its main chain."""
+    assert host.node is not None
+    chain = host.node.chain
+    known = {vtx.txid for vtx in host.node.mempool}
+    for height in range(1, chain.height + 1):
+        block_hash = chain.hash_at(height)
+        block = chain.block(block_hash) if block_hash is not None else None
+        assert block is not None
+        known.update(compute_txid(tx.body) for tx in block.transactions)
+    return known
+
+
 def test_every_transaction_reaches_every_honest_node() -> None:
     world = run(small())
     txids = list(world.metrics.tx_origin)
     assert len(txids) >= 20
     for host in world.hosts:
-        assert host.node is not None
-        missing = [
-            txid
-            for txid in txids
-            if host.store.find_tx(txid) is None and txid not in host.node.mempool
-        ]
+        known = known_txids(host)
+        missing = [txid for txid in txids if txid not in known]
         assert missing == [], f"node {host.index} never got {len(missing)} transactions"
     assert len(tips(world, range(16))) == 1
     assert world.violations == []
@@ -228,3 +239,31 @@ def test_a_seed_fixes_the_report_and_another_seed_changes_it() -> None:
     assert report(3) == first
     assert report(4) != first
     assert json.loads(first)["metrics"]["adversaries"] == {}
+
+
+def test_hosts_share_one_copy_of_each_stored_block() -> None:
+    world = World(
+        SimConfig(
+            name="share",
+            nodes=6,
+            out_degree=2,
+            duration=25.0,
+            settle=5.0,
+            tx_rate=2.0,
+            wallets=10,
+            authorities=2,
+            block_interval=5.0,
+        ),
+        4,
+    )
+    world.run()
+    chains = [host.node.chain for host in world.hosts if host.node is not None]
+    assert len(chains) == 6
+    shared_height = min(chain.height for chain in chains)
+    assert shared_height >= 2
+    tip = chains[0].hash_at(shared_height)
+    assert tip is not None
+    assert all(chain.hash_at(shared_height) == tip for chain in chains)
+    copies = {id(host.store.get_block(tip)) for host in world.hosts}
+    assert len(copies) == 1  # every store holds the very same bytes object
+    assert world.block_pool[tip] is world.hosts[0].store.get_block(tip)

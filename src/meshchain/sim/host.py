@@ -27,12 +27,36 @@ from meshchain.core.events import (
     TimerFired,
 )
 from meshchain.core.node import Node, NodeConfig
-from meshchain.core.store import MemoryStore
+from meshchain.core.store import MemoryStore, WriteBatch
 from meshchain.core.wire.messages import AnyMessage, Goodbye, Hello, Ping, Pong
 from meshchain.sim.network import wire_size
 
 if TYPE_CHECKING:
     from meshchain.sim.world import World
+
+
+class SharedBlockStore(MemoryStore):
+    """A simulated node's store: block bytes shared across hosts, no transaction index.
+
+    Each node encodes a block it accepts into its own bytes; a thousand copies of every
+    block would grow the simulator by gigabytes. Bytes are immutable, so one copy per
+    block hash serves every store. The transaction index (by id and by address) serves
+    the API, which simulated nodes do not have, and at a thousand nodes it would cost
+    about 300 bytes per node per transaction; the node core never reads it.
+    """
+
+    def __init__(self, pool: dict[bytes, bytes]) -> None:
+        super().__init__()
+        self._pool = pool
+
+    def write(self, batch: WriteBatch) -> None:
+        pool = self._pool
+        batch.new_blocks = [
+            (entry, pool.setdefault(entry.hash, raw)) for entry, raw in batch.new_blocks
+        ]
+        batch.txs_indexed = []
+        batch.txs_unindexed = []
+        super().write(batch)
 
 
 class CachingVerifier(SignatureVerifier):
@@ -69,7 +93,7 @@ class SimHost:
         self.world = world
         self.config = config
         self.verifier = verifier
-        self.store = MemoryStore()
+        self.store = SharedBlockStore(world.block_pool)
         self.node: Node | None = None
         self.links: list[int] = []  # neighbours in the topology (both directions)
         self.outbound: set[int] = set()  # the neighbours this node dialled

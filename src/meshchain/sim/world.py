@@ -82,6 +82,7 @@ class World:
         self._redial_rng = self.sim.rng("redial")
         verifier = CachingVerifier()
         self.peer_names = [str(index) for index in range(config.nodes)]
+        self.block_pool: dict[bytes, bytes] = {}  # one copy of each block's bytes
         self.hosts = [
             SimHost(
                 index,
