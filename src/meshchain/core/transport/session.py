@@ -153,10 +153,10 @@ class SecureSession:
         self._static_public = noise_public_key(local.noise_static)
         self._send_cipher: CipherState | None = None
         self._receive_cipher: CipherState | None = None
-        self._inbound = bytearray()  # a frame not yet complete
-        self._records = bytearray()  # a record not yet complete
-        self._plain_out = bytearray()  # records waiting to be encrypted
-        self._wire_out = bytearray()  # bytes waiting to be written
+        self._inbound = bytearray()
+        self._records = bytearray()
+        self._plain_out = bytearray()
+        self._wire_out = bytearray()
         self._events: list[SessionEvent] = []
         self._handshake_deadline = now + timeouts.handshake
         self._last_received = now
@@ -186,31 +186,18 @@ class SecureSession:
         self.bytes_received += len(data)
         self._last_received = now
         inbound = self._inbound
+        inbound += data
         try:
-            if inbound:
-                inbound += data
-                consumed = self._frames(inbound, now)
-                del inbound[:consumed]
-            else:
-                # Nothing half-received: read whole frames straight from `data`.
-                consumed = self._frames(data, now)
-                if consumed < len(data) and not self.closed:
-                    inbound += memoryview(data)[consumed:]
+            while len(inbound) >= LENGTH_PREFIX_SIZE and not self.closed:
+                length = (inbound[0] << 8) | inbound[1]
+                end = LENGTH_PREFIX_SIZE + length
+                if len(inbound) < end:
+                    break
+                frame = bytes(inbound[LENGTH_PREFIX_SIZE:end])
+                del inbound[:end]
+                self._on_frame(frame, now)
         except RemoteProtocolError as error:
             self._fail(str(error), GoodbyeCode.PROTOCOL_VIOLATION)
-
-    def _frames(self, buffer: bytes | bytearray, now: float) -> int:
-        """Handle every complete frame in `buffer`; returns the bytes consumed."""
-        position, size = 0, len(buffer)
-        with memoryview(buffer) as view:
-            while size - position >= LENGTH_PREFIX_SIZE and not self.closed:
-                start = position + LENGTH_PREFIX_SIZE
-                end = start + ((buffer[position] << 8) | buffer[position + 1])
-                if end > size:
-                    break
-                self._on_frame(view[start:end], now)
-                position = end
-        return position
 
     def receive_eof(self) -> None:
         """The peer closed its side: whatever was half-received is lost."""
@@ -225,24 +212,22 @@ class SecureSession:
         self._queue(message)
 
     def data_to_send(self) -> bytes:
-        """Everything to write now: handshake bytes and encrypted frames, coalesced.
-
-        Both buffers are bytearrays that keep their capacity between ticks: allocating a
-        fresh multi-megabyte object per tick costs page faults on every write.
-        """
-        plain, wire = self._plain_out, self._wire_out
+        """Everything to write now: handshake bytes and encrypted frames, coalesced."""
+        plain = self._plain_out
         if plain and self._send_cipher is not None:
+            out = self._wire_out
             encrypt = self._send_cipher.encrypt_with_ad
-            with memoryview(plain) as view:
-                for start in range(0, len(plain), MAX_FRAME_PLAINTEXT):
-                    frame = encrypt(b"", view[start : start + MAX_FRAME_PLAINTEXT])
-                    wire += len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big")
-                    wire += frame
-            del plain[:]
-        if not wire:
+            view = memoryview(plain)
+            for start in range(0, len(plain), MAX_FRAME_PLAINTEXT):
+                frame = encrypt(b"", view[start : start + MAX_FRAME_PLAINTEXT])
+                out += len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big")
+                out += frame
+            view.release()
+            plain.clear()
+        if not self._wire_out:
             return b""
-        data = bytes(wire)
-        del wire[:]
+        data = bytes(self._wire_out)
+        self._wire_out.clear()
         self.bytes_sent += len(data)
         return data
 
@@ -284,43 +269,27 @@ class SecureSession:
         self._wire_out += len(message).to_bytes(LENGTH_PREFIX_SIZE, "big")
         self._wire_out += message
 
-    def _on_frame(self, frame: memoryview, now: float) -> None:
+    def _on_frame(self, frame: bytes, now: float) -> None:
         if self._handshake is not None:
-            self._on_handshake_message(bytes(frame))
+            self._on_handshake_message(frame)
             return
         assert self._receive_cipher is not None
-        plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)
         records = self._records
-        if records:
-            records += plaintext
-            del records[: self._records_in(records, now)]
-        else:
-            # No record pending: decode straight from the plaintext, keep only the tail.
-            consumed = self._records_in(plaintext, now)
-            if consumed < len(plaintext) and not self.closed:
-                records += memoryview(plaintext)[consumed:]
-
-    def _records_in(self, buffer: bytes | bytearray, now: float) -> int:
-        """Handle every complete record in `buffer`; returns the bytes consumed."""
-        position, size = 0, len(buffer)
-        with memoryview(buffer) as view:
-            while size - position >= RECORD_HEADER_SIZE and not self.closed:
-                start = position + RECORD_HEADER_SIZE
-                length = int.from_bytes(view[position:start], "big")
-                if length > MAX_MESSAGE_SIZE:
-                    raise RemoteProtocolError(
-                        f"message of {length} bytes exceeds {MAX_MESSAGE_SIZE}"
-                    )
-                end = start + length
-                if end > size:
-                    break
-                try:
-                    message = MESSAGE_CODEC.decode(view[start:end])
-                except DecodeError as exc:
-                    raise RemoteProtocolError(f"undecodable message: {exc.reason}") from None
-                position = end
-                self._on_message(message, length, now)
-        return position
+        records += self._receive_cipher.decrypt_with_ad(b"", frame)
+        while len(records) >= RECORD_HEADER_SIZE and not self.closed:
+            length = int.from_bytes(records[:RECORD_HEADER_SIZE], "big")
+            if length > MAX_MESSAGE_SIZE:
+                raise RemoteProtocolError(f"message of {length} bytes exceeds {MAX_MESSAGE_SIZE}")
+            end = RECORD_HEADER_SIZE + length
+            if len(records) < end:
+                break
+            raw = bytes(records[RECORD_HEADER_SIZE:end])
+            del records[:end]
+            try:
+                message = MESSAGE_CODEC.decode(raw)
+            except DecodeError as exc:
+                raise RemoteProtocolError(f"undecodable message: {exc.reason}") from None
+            self._on_message(message, len(raw), now)
 
     def _on_handshake_message(self, frame: bytes) -> None:
         handshake = self._handshake
@@ -330,7 +299,7 @@ class SecureSession:
             # Message 1 (-> e): the initiator's first message carries an empty payload.
             if payload:
                 raise RemoteProtocolError("handshake message 1 must have an empty payload")
-            self._write_handshake(self._identity_proof())
+            self._write_handshake(make_identity_proof(self.local.identity, self._static_public))
             return
         remote_static = handshake.remote_static
         assert remote_static is not None
@@ -342,7 +311,7 @@ class SecureSession:
             return
         self.remote_identity = identity
         if self.initiator:
-            self._write_handshake(self._identity_proof())
+            self._write_handshake(make_identity_proof(self.local.identity, self._static_public))
         if not handshake.is_complete:
             raise RemoteProtocolError("handshake did not complete after message 3")
         self._send_cipher, self._receive_cipher = handshake.split()
@@ -350,9 +319,6 @@ class SecureSession:
         self.state = SessionState.AWAITING_HELLO
         self._events.append(HandshakeCompleted(identity))
         self._queue(self.local.hello)
-
-    def _identity_proof(self) -> bytes:
-        return make_identity_proof(self.local.identity, self._static_public)
 
     def _refusal(self, identity: bytes) -> str | None:
         if identity == self.local.identity.public_key:
