@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from meshchain.cli.setup import COIN, make_genesis
-from meshchain.core.chain.genesis import ChainMode
+from meshchain.core.chain.genesis import ChainMode, chain_id
 from meshchain.core.chain.tx import TxBody, compute_txid, sign_transaction
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey
@@ -64,6 +64,7 @@ class World:
             block_interval_ms=int(config.block_interval * 1000),
             timestamp_ms=0,
         )
+        self.chain_id = chain_id(self.genesis)
         self.metrics = Metrics(config.nodes)
         self.network = SimNetwork(
             self.sim,
@@ -214,7 +215,7 @@ class World:
         nonce = max(self._nonces.get(wallet, 0), origin.node.mempool.next_nonce(address))
         recipient = self.wallets[rng.randrange(len(self.wallets))]
         body = TxBody(
-            self.genesis_chain_id,
+            self.chain_id,
             key.public_key,
             address_from_public_key(recipient.public_key),
             rng.randrange(*TX_AMOUNT_RANGE),
@@ -250,15 +251,6 @@ class World:
         self.sim.after(churn.interval, self._churn)
 
     # --- running ----------------------------------------------------------------------
-
-    @property
-    def genesis_chain_id(self) -> bytes:
-        node = self.hosts[0].node
-        if node is None:
-            from meshchain.core.chain.genesis import chain_id
-
-            return chain_id(self.genesis)
-        return node.chain.chain_id
 
     def _check(self, final: bool = False) -> None:
         for invariant in self.invariants:
