@@ -81,6 +81,15 @@ class DataDir:
     def node_key(self) -> SecretKey:
         return read_key(self.path / NODE_KEY_FILE)
 
+    def listen_address(self) -> tuple[str, int]:
+        return parse_host_port(self.config.p2p.listen, "p2p.listen")
+
+    def peer_addresses(self) -> list[tuple[str, int]]:
+        return [
+            parse_host_port(peer, f"p2p.peers[{index}]")
+            for index, peer in enumerate(self.config.p2p.peers)
+        ]
+
     def beneficiary(self) -> bytes | None:
         text = self.config.chain.beneficiary
         if not text:
@@ -89,6 +98,14 @@ class DataDir:
             return decode_address(text)
         except CryptoError as exc:
             raise ConfigError(f"chain.beneficiary: {exc}") from None
+
+
+def parse_host_port(text: str, key: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` to (host, port); ConfigError naming `key` otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{key}: {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port_text)
 
 
 def read_toml(path: Path) -> dict[str, Any]:

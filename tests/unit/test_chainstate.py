@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from meshchain.chainkit import KIT_BLOCK_INTERVAL_MS, ChainKit
-from meshchain.core.chain.block import Block, block_hash
+from meshchain.core.chain.block import Block, block_hash, transactions_root
 from meshchain.core.chain.chainstate import MAX_ORPHAN_BLOCKS, AddBlockResult, ChainState
 from meshchain.core.chain.tx import VerifiedTx, compute_txid, verify_transaction
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
@@ -268,3 +268,41 @@ def test_build_block_skips_transactions_that_do_not_apply() -> None:
     block = KIT.next_block(chain, [good[0], broke, gap, good[1]])
     assert [compute_txid(tx.body) for tx in block.transactions] == [v.txid for v in good]
     assert chain.add_block(block, KIT.now_after(block)).result is AddBlockResult.CONNECTED
+
+
+class CountingVerifier(SignatureVerifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        self.calls += 1
+        return super().verify(public_key, message, signature)
+
+
+def test_transactions_verified_before_are_not_verified_again() -> None:
+    verifier = CountingVerifier()
+    chain = ChainState(KIT.genesis, KIT.engine, MemoryStore(), verifier)
+    known = {vtx.txid: vtx for vtx in transfers(chain, 3)}
+    chain.verified_lookup = known.get
+    block = KIT.next_block(chain, list(known.values()))
+    verifier.calls = 0
+    assert chain.add_block(block, KIT.now_after(block)).result is AddBlockResult.CONNECTED
+    assert verifier.calls == 0  # all three were known (the PoA seal has its own verifier)
+    chain.verified_lookup = None
+    second = KIT.next_block(chain, transfers(chain, 3))
+    chain.add_block(second, KIT.now_after(second))
+    assert verifier.calls == 3  # unknown transactions are verified
+
+
+def test_a_known_txid_with_another_signature_is_still_verified() -> None:
+    chain = KIT.chain()
+    (vtx,) = transfers(chain, 1)
+    chain.verified_lookup = {vtx.txid: vtx}.get
+    honest = KIT.next_block(chain, [vtx])
+    forged_tx = msgspec.structs.replace(vtx.tx, signature=bytes(64))
+    forged = reseal(honest, tx_root=transactions_root([forged_tx]))
+    forged = Block(forged.header, [forged_tx])
+    update = chain.add_block(forged, KIT.now_after(forged))
+    assert update.error is not None
+    assert update.error.code is RejectCode.BAD_SIGNATURE

@@ -15,7 +15,7 @@ from meshchain import __version__
 from meshchain.cli.demo import demo
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
 from meshchain.cli.sim import sim
-from meshchain.config import open_datadir, save_config, write_key
+from meshchain.config import open_datadir, parse_host_port, save_config, write_key
 from meshchain.core.chain.genesis import ChainMode
 from meshchain.core.crypto.address import address_from_public_key, encode_address
 from meshchain.core.crypto.keys import SecretKey
@@ -23,9 +23,9 @@ from meshchain.core.events import NodeStarted
 from meshchain.core.node import Node, NodeConfig
 from meshchain.core.transport.identity import new_noise_static_key
 from meshchain.core.transport.session import AdmissionPolicy
-from meshchain.errors import ConfigError, MeshchainError
+from meshchain.errors import MeshchainError
 from meshchain.runtime.driver import NodeDriver, install_uvloop, stop_on_signals
-from meshchain.runtime.network import P2PConfig, P2PService, parse_host_port
+from meshchain.runtime.network import P2PConfig, P2PService
 from meshchain.storage.sqlite import SqliteChainStore
 
 INIT_WALLET_KEY_FILE = "keys/wallet.key"
@@ -83,9 +83,10 @@ def init(
             members=[node_key],
             allocations=[(wallet, INIT_ALLOCATION)],
         )
-        for address in (listen, *peers):
-            if address is not None:
-                parse_host_port(address)
+        if listen is not None:
+            parse_host_port(listen, "--listen")
+        for peer in peers:
+            parse_host_port(peer, "--peer")
         create_datadir(datadir, genesis, node_key, validator_key, force=force)
         write_key(datadir / INIT_WALLET_KEY_FILE, wallet_key)
         if listen is not None or peers:
@@ -94,8 +95,6 @@ def init(
                 home.config.p2p.listen = listen
             home.config.p2p.peers = list(peers)
             save_config(datadir, home.config)
-    except ValueError as error:
-        _fail(ConfigError(f"p2p: {error}"))
     except MeshchainError as error:
         _fail(error)
     click.echo(f"initialized {mode} chain {genesis.chain_name!r} in {datadir}")
@@ -148,13 +147,11 @@ def node(datadir: Path, log_level: str) -> None:
         home = open_datadir(datadir)
         genesis = home.genesis()
         config = NodeConfig(genesis, home.validator_key(), home.beneficiary())
-        listen = parse_host_port(home.config.p2p.listen)
-        peers = [parse_host_port(peer) for peer in home.config.p2p.peers]
+        listen = home.listen_address()
+        peers = home.peer_addresses()
         identity = home.node_key()
         store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
         core = Node(config, store, random.Random())
-    except ValueError as error:
-        _fail(ConfigError(f"p2p: {error}"))
     except MeshchainError as error:
         _fail(error)
     members = (

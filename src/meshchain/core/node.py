@@ -98,6 +98,7 @@ class Node:
         self.engine = engine_for(config.genesis, self.verifier)
         self.chain = ChainState(config.genesis, self.engine, store, self.verifier)
         self.mempool = Mempool(self.chain.ledger)
+        self.chain.verified_lookup = self.mempool.get
         self.peers: dict[PeerId, bool] = {}  # peer -> outbound
         self._requested_blocks: dict[bytes, float] = {}  # parent hash -> when asked
         self._dispatch_tables()

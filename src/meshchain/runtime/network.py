@@ -50,14 +50,6 @@ REDIAL_MAX_DELAY = 60.0
 USER_AGENT = f"meshchain/{__version__}"
 
 
-def parse_host_port(text: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` to (host, port); ValueError saying what is wrong."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port_text)
-
-
 class PeerConnection(asyncio.BufferedProtocol):
     """One TCP connection and its session."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -26,9 +26,11 @@ from meshchain.core.chain.block import (
 from meshchain.core.chain.genesis import Genesis, chain_id, genesis_block, genesis_ledger
 from meshchain.core.chain.ledger import UNDO_CODEC, BlockEconomics, Ledger
 from meshchain.core.chain.tx import (
+    Transaction,
     VerifiedTx,
     compute_txid,
     reverified_from_chain,
+    txid_of,
     verify_transaction,
 )
 from meshchain.core.chain.validation import check_block
@@ -105,6 +107,9 @@ class ChainState:
         self.engine = engine
         self.store = store
         self.verifier = verifier or SignatureVerifier()
+        # Where verified transactions can be found by txid (the node's mempool), so a
+        # block of transactions we already checked does not cost their signatures again.
+        self.verified_lookup: Callable[[bytes], VerifiedTx | None] | None = None
         self.ledger = genesis_ledger(genesis)
         self._entries: dict[bytes, BlockIndexEntry] = {}
         self._headers: dict[bytes, BlockHeader] = {}
@@ -368,7 +373,7 @@ class ChainState:
 
     def _connect(self, this_hash: bytes, block: Block) -> tuple[Block, list[VerifiedTx]]:
         header = block.header
-        vtxs = [verify_transaction(tx, self.verifier) for tx in block.transactions]
+        vtxs = [self._verified(tx) for tx in block.transactions]
         ledger = self.ledger
         undo = ledger.apply_block(vtxs, self.economics(header))
         if ledger.state_root() != header.state_root:
@@ -393,6 +398,14 @@ class ChainState:
         self.store.write(batch)
         self._main.append(this_hash)
         return block, vtxs
+
+    def _verified(self, tx: Transaction) -> VerifiedTx:
+        """A transaction verified before (in the mempool) is not verified again, as long
+        as it is the very same transaction, signature included."""
+        known = self.verified_lookup(txid_of(tx)) if self.verified_lookup else None
+        if known is not None and known.tx == tx:
+            return known
+        return verify_transaction(tx, self.verifier)
 
     def _disconnect_tip(self) -> tuple[Block, list[VerifiedTx]]:
         this_hash = self._main[-1]
