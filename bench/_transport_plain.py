@@ -33,7 +33,7 @@ class PlainSession:
     def __init__(self, hello: Hello) -> None:
         self.closed = False
         self._records = bytearray()
-        self._out = bytearray()
+        self._out: list[bytes] = []
         self._events: list[SessionEvent] = [SessionEstablished(hello)]
 
     def events(self) -> list[SessionEvent]:
@@ -75,15 +75,13 @@ class PlainSession:
         raw = MESSAGE_CODEC.encode(message)
         if len(raw) > MAX_MESSAGE_SIZE:
             raise LocalProtocolError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_SIZE}")
-        self._out += len(raw).to_bytes(RECORD_HEADER_SIZE, "big")
-        self._out += raw
+        self._out.append(len(raw).to_bytes(RECORD_HEADER_SIZE, "big"))
+        self._out.append(raw)
 
-    def data_to_send(self) -> bytes:
-        if not self._out:
-            return b""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
+    def chunks_to_send(self) -> list[bytes]:
+        """The queued records as they were encoded: written with no copy at all."""
+        chunks, self._out = self._out, []
+        return chunks
 
     def close(self, code: GoodbyeCode = GoodbyeCode.NORMAL, reason: str = "closing") -> None:
         if not self.closed:

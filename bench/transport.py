@@ -2,8 +2,8 @@
 
 Both sides of the comparison run the real `runtime/network.py` `PeerConnection` (one
 preallocated receive buffer, the bytes fed to the session, its events handled, its timer
-re-armed, one coalesced `transport.write(session.data_to_send())` per loop tick) under a
-stand-in for `P2PService` that hands messages to the bench instead of a node. Only the
+re-armed, one coalesced `transport.writelines(session.chunks_to_send())` per loop tick)
+under a stand-in for `P2PService` that hands messages to the bench instead of a node. Only the
 session differs: (a) `PlainSession` (bench/_transport_plain.py) puts the same records,
 `[4-byte length][msgpack message]`, straight on TCP and decodes each with
 `MESSAGE_CODEC`; (b) the real `SecureSession` (Noise XX, identity proof, hello,

@@ -97,7 +97,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         session = self.session
         if session is None:
             return
-        session.receive_data(bytes(self._view[:nbytes]), self.service.clock())
+        session.receive_data(self._view[:nbytes], self.service.clock())  # read, not kept
         self._after_activity()
 
     def eof_received(self) -> bool:
@@ -149,9 +149,9 @@ class PeerConnection(asyncio.BufferedProtocol):
         transport, session = self._transport, self.session
         if transport is None or session is None or transport.is_closing():
             return
-        data = session.data_to_send()
-        if data:
-            transport.write(data)
+        chunks = session.chunks_to_send()
+        if chunks:
+            transport.writelines(chunks)
         if session.closed:
             transport.close()
         elif transport.get_write_buffer_size() > MAX_SEND_BUFFER:

@@ -1,9 +1,10 @@
 """One secure session over one byte stream: Noise XX, identity binding, hello, ping.
 
 Sans-IO, in the manner of h11 and aioquic: feed bytes with `receive_data(data, now)`,
-take bytes with `data_to_send()`, read what happened from `events()`, and drive time with
-`handle_timer(now)` at `get_timer()`. Bad bytes from the peer never raise: they close the
-session with a reason (a `SessionClosed` event), which costs us one connection.
+take bytes with `chunks_to_send()` (or `data_to_send()`), read what happened from
+`events()`, and drive time with `handle_timer(now)` at `get_timer()`. Bad bytes from
+the peer never raise: they close the session with a reason (a `SessionClosed` event),
+which costs us one connection.
 
 Wire format (docs/protocol.md): every Noise message, handshake or transport, is preceded
 by its length as 2 bytes big-endian. Inside the encrypted stream, each application message
@@ -17,6 +18,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass
+from typing import cast
 
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
 from meshchain.core.transport.identity import (
@@ -24,7 +26,12 @@ from meshchain.core.transport.identity import (
     make_identity_proof,
     noise_public_key,
 )
-from meshchain.core.transport.noise import MAX_NOISE_MESSAGE, CipherState, HandshakeState
+from meshchain.core.transport.noise import (
+    MAX_NOISE_MESSAGE,
+    BytesLike,
+    CipherState,
+    HandshakeState,
+)
 from meshchain.core.wire.codec import MAX_MESSAGE_SIZE
 from meshchain.core.wire.messages import (
     MESSAGE_CODEC,
@@ -54,6 +61,10 @@ INACTIVITY_TIMEOUT = 20 * 60.0
 # Sessions never rekey: a 64-bit nonce cannot wrap at any real message rate, and the
 # session ends long before (see docs/protocol.md). This bounds a session anyway.
 MAX_FRAMES_PER_SESSION = 2**63
+
+
+# Messages the session answers itself; every other one goes to the node once open.
+_SESSION_MESSAGES: frozenset[type] = frozenset({Goodbye, Hello, Ping, Pong})
 
 
 class SessionState(enum.Enum):
@@ -142,6 +153,7 @@ class SecureSession:
         self.timeouts = timeouts
         self.expected_identity = expected_identity
         self.state = SessionState.HANDSHAKING
+        self.closed = False  # state is CLOSED (an attribute: it is read on every record)
         self.remote_identity: bytes | None = None
         self.remote_hello: Hello | None = None
         self.rtt: float | None = None
@@ -155,8 +167,8 @@ class SecureSession:
         self._receive_cipher: CipherState | None = None
         self._inbound = bytearray()
         self._records = bytearray()
-        self._plain_out = bytearray()
-        self._wire_out = bytearray()
+        self._plain_out = bytearray()  # records not yet encrypted (less than a frame)
+        self._wire_out: list[bytes] = []
         self._events: list[SessionEvent] = []
         self._handshake_deadline = now + timeouts.handshake
         self._last_received = now
@@ -171,33 +183,44 @@ class SecureSession:
 
     # --- the driver's calls ---------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self.state is SessionState.CLOSED
-
     def events(self) -> list[SessionEvent]:
         """The events since the last call, oldest first."""
         events, self._events = self._events, []
         return events
 
-    def receive_data(self, data: bytes, now: float) -> None:
+    def receive_data(self, data: BytesLike, now: float) -> None:
+        """Take bytes from the stream; `data` may be a view the caller reuses after this.
+
+        Whole frames are read in place, from `data` itself when nothing is pending;
+        only an incomplete tail is copied and kept for the next call.
+        """
         if self.closed or not data:
             return
         self.bytes_received += len(data)
         self._last_received = now
-        inbound = self._inbound
-        inbound += data
+        pending = self._inbound
+        if pending:
+            pending += data
+        stream = memoryview(pending if pending else data)
+        position, size = 0, len(stream)
         try:
-            while len(inbound) >= LENGTH_PREFIX_SIZE and not self.closed:
-                length = (inbound[0] << 8) | inbound[1]
-                end = LENGTH_PREFIX_SIZE + length
-                if len(inbound) < end:
+            while size - position >= LENGTH_PREFIX_SIZE and not self.closed:
+                end = (
+                    position + LENGTH_PREFIX_SIZE + ((stream[position] << 8) | stream[position + 1])
+                )
+                if end > size:
                     break
-                frame = bytes(inbound[LENGTH_PREFIX_SIZE:end])
-                del inbound[:end]
-                self._on_frame(frame, now)
+                self._on_frame(stream[position + LENGTH_PREFIX_SIZE : end], now)
+                position = end
         except RemoteProtocolError as error:
             self._fail(str(error), GoodbyeCode.PROTOCOL_VIOLATION)
+        if self.closed:
+            return  # the buffers were replaced; nothing is kept
+        if pending:
+            stream.release()
+            del pending[:position]
+        elif position < size:
+            pending += stream[position:]
 
     def receive_eof(self) -> None:
         """The peer closed its side: whatever was half-received is lost."""
@@ -212,24 +235,32 @@ class SecureSession:
         self._queue(message)
 
     def data_to_send(self) -> bytes:
-        """Everything to write now: handshake bytes and encrypted frames, coalesced."""
+        """Everything to write now, as one string (`chunks_to_send`, joined)."""
+        return b"".join(self.chunks_to_send())
+
+    def chunks_to_send(self) -> list[bytes]:
+        """Everything to write now: handshake bytes and encrypted frames, in order.
+
+        For a vectored write (`transport.writelines`): frames are not copied into one
+        buffer, whose fresh pages would cost the kernel a fault each at bulk rates.
+        """
+        if self._plain_out and self._send_cipher is not None:
+            self._seal(len(self._plain_out))
+        chunks, self._wire_out = self._wire_out, []
+        for chunk in chunks:
+            self.bytes_sent += len(chunk)
+        return chunks
+
+    def _seal(self, size: int) -> None:
+        """Encrypt the first `size` bytes of queued records as frames of the wire stream."""
         plain = self._plain_out
-        if plain and self._send_cipher is not None:
-            out = self._wire_out
-            encrypt = self._send_cipher.encrypt_with_ad
-            view = memoryview(plain)
-            for start in range(0, len(plain), MAX_FRAME_PLAINTEXT):
-                frame = encrypt(b"", view[start : start + MAX_FRAME_PLAINTEXT])
-                out += len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big")
-                out += frame
-            view.release()
-            plain.clear()
-        if not self._wire_out:
-            return b""
-        data = bytes(self._wire_out)
-        self._wire_out.clear()
-        self.bytes_sent += len(data)
-        return data
+        encrypt = self._send_cipher.encrypt_with_ad  # type: ignore[union-attr]
+        with memoryview(plain) as view:
+            for start in range(0, size, MAX_FRAME_PLAINTEXT):
+                frame = encrypt(b"", view[start : min(start + MAX_FRAME_PLAINTEXT, size)])
+                self._wire_out.append(len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big"))
+                self._wire_out.append(frame)
+        del plain[:size]
 
     def close(self, code: GoodbyeCode = GoodbyeCode.NORMAL, reason: str = "closing") -> None:
         """End the session; the peer gets a Goodbye if we have a channel to send it."""
@@ -266,30 +297,42 @@ class SecureSession:
     def _write_handshake(self, payload: bytes) -> None:
         assert self._handshake is not None
         message = self._handshake.write_message(payload)
-        self._wire_out += len(message).to_bytes(LENGTH_PREFIX_SIZE, "big")
-        self._wire_out += message
+        self._wire_out.append(len(message).to_bytes(LENGTH_PREFIX_SIZE, "big") + message)
 
-    def _on_frame(self, frame: bytes, now: float) -> None:
+    def _on_frame(self, frame: memoryview, now: float) -> None:
         if self._handshake is not None:
-            self._on_handshake_message(frame)
+            self._on_handshake_message(bytes(frame))
             return
         assert self._receive_cipher is not None
-        records = self._records
-        records += self._receive_cipher.decrypt_with_ad(b"", frame)
-        while len(records) >= RECORD_HEADER_SIZE and not self.closed:
-            length = int.from_bytes(records[:RECORD_HEADER_SIZE], "big")
+        plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)
+        pending = self._records
+        if pending:
+            pending += plaintext
+            consumed = self._read_records(pending, now)
+            if not self.closed:
+                del pending[:consumed]
+        else:
+            consumed = self._read_records(plaintext, now)
+            if consumed < len(plaintext) and not self.closed:
+                pending += memoryview(plaintext)[consumed:]
+
+    def _read_records(self, records: bytes | bytearray, now: float) -> int:
+        """Decode and handle every whole record in `records`; return the bytes used."""
+        position, size = 0, len(records)
+        while size - position >= RECORD_HEADER_SIZE and not self.closed:
+            start = position + RECORD_HEADER_SIZE
+            length = int.from_bytes(records[position:start], "big")
             if length > MAX_MESSAGE_SIZE:
                 raise RemoteProtocolError(f"message of {length} bytes exceeds {MAX_MESSAGE_SIZE}")
-            end = RECORD_HEADER_SIZE + length
-            if len(records) < end:
+            if start + length > size:
                 break
-            raw = bytes(records[RECORD_HEADER_SIZE:end])
-            del records[:end]
+            position = start + length
             try:
-                message = MESSAGE_CODEC.decode(raw)
+                message = MESSAGE_CODEC.decode(records[start:position])
             except DecodeError as exc:
                 raise RemoteProtocolError(f"undecodable message: {exc.reason}") from None
-            self._on_message(message, len(raw), now)
+            self._on_message(message, length, now)
+        return position
 
     def _on_handshake_message(self, frame: bytes) -> None:
         handshake = self._handshake
@@ -333,6 +376,9 @@ class SecureSession:
     # --- messages ---------------------------------------------------------------------
 
     def _on_message(self, message: AnyMessage, size: int, now: float) -> None:
+        if self.state is SessionState.OPEN and type(message) not in _SESSION_MESSAGES:
+            self._events.append(MessageArrived(cast(Message, message), size))
+            return
         if isinstance(message, Goodbye):
             code = (
                 GoodbyeCode(message.code)
@@ -380,8 +426,12 @@ class SecureSession:
         raw = MESSAGE_CODEC.encode(message)
         if len(raw) > MAX_MESSAGE_SIZE:
             raise LocalProtocolError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_SIZE}")
-        self._plain_out += len(raw).to_bytes(RECORD_HEADER_SIZE, "big")
-        self._plain_out += raw
+        plain = self._plain_out
+        plain += len(raw).to_bytes(RECORD_HEADER_SIZE, "big")
+        plain += raw
+        if len(plain) >= MAX_FRAME_PLAINTEXT and self._send_cipher is not None:
+            # Seal whole frames now: the queue stays under one frame however much is sent.
+            self._seal(len(plain) - len(plain) % MAX_FRAME_PLAINTEXT)
 
     # --- ending -----------------------------------------------------------------------
 
@@ -390,7 +440,9 @@ class SecureSession:
 
     def _finish(self, reason: str, *, by_peer: bool, code: GoodbyeCode | None = None) -> None:
         self.state = SessionState.CLOSED
+        self.closed = True
         self._handshake = None
-        self._inbound.clear()
-        self._records.clear()
+        # New buffers, not clear(): the read loops may hold views of the old ones.
+        self._inbound = bytearray()
+        self._records = bytearray()
         self._events.append(SessionClosed(reason, by_peer, code))

@@ -58,7 +58,7 @@ class Codec(Generic[T]):
         self.max_size = max_size
         self.type_name = getattr(type_, "__name__", str(type_))
 
-    def decode(self, data: bytes | memoryview) -> T:
+    def decode(self, data: bytes | bytearray | memoryview) -> T:
         if isinstance(data, memoryview):
             # Comparing bytes with a memoryview goes item by item (40x slower than memcmp),
             # so copy once; the canonical check below compares bytes with bytes.
