@@ -18,6 +18,7 @@ from meshchain.core.transport.identity import make_identity_proof, new_noise_sta
 from meshchain.core.transport.session import (
     MAX_FRAME_PLAINTEXT,
     PROTOCOL_VERSION,
+    RECORD_BUFFER_SIZE,
     AdmissionPolicy,
     HandshakeCompleted,
     LocalPeer,
@@ -31,7 +32,14 @@ from meshchain.core.transport.session import (
     SessionTimeouts,
 )
 from meshchain.core.wire.codec import MAX_MESSAGE_SIZE
-from meshchain.core.wire.messages import BlockMessage, GoodbyeCode, Hello, TransactionMessage
+from meshchain.core.wire.messages import (
+    MESSAGE_CODEC,
+    BlockMessage,
+    GoodbyeCode,
+    Hello,
+    Message,
+    TransactionMessage,
+)
 
 KIT = ChainKit(seed=31, accounts=2)
 CHAIN = chain_id(KIT.genesis)
@@ -133,6 +141,52 @@ def test_messages_flow_both_ways_and_large_ones_are_reassembled() -> None:
     arrived = [e for e in pair.client_events if isinstance(e, MessageArrived)]
     assert [e.message for e in arrived] == [big]
     assert arrived[0].size > 4 * MAX_FRAME_PLAINTEXT
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_any_split_of_the_stream_delivers_every_message_in_order(seed: int) -> None:
+    """Frames cut anywhere, records across frames, small and large messages interleaved:
+    each arrives once, in order, and the record buffer goes back to its usual size."""
+    rng = random.Random(seed)
+    pair = open_pair()
+    sent: list[Message] = []
+    wire = b""
+    for index in range(12):
+        message: Message
+        if index % 4 == 3:
+            message = BlockMessage(sample_block(rng.choice((50, 400, 3_000))))
+        else:
+            message = TransactionMessage(KIT.transfer(CHAIN, 0, 1, 5, 1, index))
+        sent.append(message)
+        pair.client.send(message)
+        if rng.random() < 0.5:  # a tick: what is queued so far goes out together
+            wire += pair.client.data_to_send()
+    wire += pair.client.data_to_send()
+    position = 0
+    while position < len(wire):
+        step = rng.choice((1, 2, 3, 100, 4_096, 70_000, 300_000))
+        pair.server.receive_data(memoryview(wire)[position : position + step], T0)
+        position += step
+    arrived = [e.message for e in pair.server.events() if isinstance(e, MessageArrived)]
+    assert arrived == sent
+    assert not pair.server.closed
+    assert len(pair.server._records) <= RECORD_BUFFER_SIZE
+
+
+def test_a_message_within_a_transaction_of_the_maximum_size_arrives() -> None:
+    pair = open_pair()
+    block = sample_block(11_000)  # ~4.1 MB: too large by a few hundred transactions
+    size = len(MESSAGE_CODEC.encode(BlockMessage(block)))
+    count = len(block.transactions)
+    while size > MAX_MESSAGE_SIZE:
+        count -= 1
+        big = BlockMessage(Block(block.header, block.transactions[:count]))
+        size = len(MESSAGE_CODEC.encode(big))
+    assert size > MAX_MESSAGE_SIZE - 400  # within one transaction of the limit
+    pair.client.send(big)
+    pair.server.receive_data(pair.client.data_to_send(), T0)
+    assert [e.message for e in pair.server.events() if isinstance(e, MessageArrived)] == [big]
+    assert len(pair.server._records) <= RECORD_BUFFER_SIZE
 
 
 def test_small_messages_written_together_share_one_frame() -> None:

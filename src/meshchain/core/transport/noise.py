@@ -110,17 +110,38 @@ class CipherState:
         aead = self._aead
         if aead is None:
             return bytes(ciphertext)
-        if len(ciphertext) < TAG_LEN:
-            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes is shorter than its tag")
-        n = self._n
-        if n >= MAX_NONCE:
-            raise NoiseError("peer exceeded the nonce space")
+        n = self._receive_nonce(ciphertext)
         try:
             plaintext = aead.decrypt(self._pack(n), ciphertext, ad)
         except InvalidTag:
             raise NoiseError("authentication failed") from None
         self._n = n + 1
         return plaintext
+
+    def decrypt_into(self, ad: bytes, ciphertext: BytesLike, out: memoryview) -> None:
+        """DECRYPT as `decrypt_with_ad`, the plaintext written into `out` (exactly its size).
+
+        The transport's receive path: no plaintext object, no copy of it. Needs a key.
+        """
+        aead = self._aead
+        if aead is None:
+            raise LocalProtocolError("decrypt_into needs a CipherState with a key")
+        n = self._receive_nonce(ciphertext)
+        try:
+            aead.decrypt_into(self._pack(n), ciphertext, ad, out)
+        except InvalidTag:
+            raise NoiseError("authentication failed") from None
+        self._n = n + 1
+
+    def _receive_nonce(self, ciphertext: BytesLike) -> int:
+        """The nonce to decrypt `ciphertext` with, once its size is checked."""
+        if len(ciphertext) > MAX_NOISE_MESSAGE:
+            raise NoiseError(f"Noise message of {len(ciphertext)} bytes exceeds the limit")
+        if len(ciphertext) < TAG_LEN:
+            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes is shorter than its tag")
+        if self._n >= MAX_NONCE:
+            raise NoiseError("peer exceeded the nonce space")
+        return self._n
 
     def rekey(self) -> None:
         """k = REKEY(k): the first 32 bytes of ENCRYPT(k, 2**64-1, b"", zeros). n is kept."""

@@ -53,6 +53,13 @@ LENGTH_PREFIX_SIZE = 2
 AEAD_TAG_SIZE = 16
 MAX_FRAME_PLAINTEXT = MAX_NOISE_MESSAGE - AEAD_TAG_SIZE
 RECORD_HEADER_SIZE = 4
+# The record buffer a session keeps (two frames' worth); larger records grow it for a while.
+RECORD_BUFFER_SIZE = 2 * MAX_FRAME_PLAINTEXT
+# The most a record buffer holds: the largest record, less a byte, and one more frame.
+MAX_RECORD_BUFFER = RECORD_HEADER_SIZE + MAX_MESSAGE_SIZE + MAX_FRAME_PLAINTEXT
+# Frames up to this size with no partial record before them are decrypted to a bytes
+# object and read from it: for small messages that beats views of the record buffer.
+SMALL_FRAME = 4096
 # CometBFT's handshake_timeout is 20 s; the hello must arrive within it too.
 HANDSHAKE_TIMEOUT = 20.0
 # Bitcoin Core: PING_INTERVAL 2 minutes, TIMEOUT_INTERVAL 20 minutes of silence.
@@ -166,7 +173,8 @@ class SecureSession:
         self._send_cipher: CipherState | None = None
         self._receive_cipher: CipherState | None = None
         self._inbound = bytearray()
-        self._records = bytearray()
+        self._records = bytearray()  # decrypted records: pending ones in [start:end]
+        self._records_start = self._records_end = 0
         self._plain_out = bytearray()  # records not yet encrypted (less than a frame)
         self._wire_out: list[bytes] = []
         self._events: list[SessionEvent] = []
@@ -226,7 +234,8 @@ class SecureSession:
         """The peer closed its side: whatever was half-received is lost."""
         if self.closed:
             return
-        partial = " mid-message" if self._inbound or self._records else ""
+        mid_record = self._records_end > self._records_start
+        partial = " mid-message" if self._inbound or mid_record else ""
         self._finish(f"connection closed by peer{partial}", by_peer=True)
 
     def send(self, message: AnyMessage) -> None:
@@ -304,21 +313,55 @@ class SecureSession:
             self._on_handshake_message(bytes(frame))
             return
         assert self._receive_cipher is not None
-        plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)
-        pending = self._records
-        if pending:
-            pending += plaintext
-            consumed = self._read_records(pending, now)
-            if not self.closed:
-                del pending[:consumed]
-        else:
-            consumed = self._read_records(plaintext, now)
-            if consumed < len(plaintext) and not self.closed:
-                pending += memoryview(plaintext)[consumed:]
+        if len(frame) <= SMALL_FRAME and self._records_start == self._records_end:
+            # Small, nothing pending: read from the plaintext itself (fewer views).
+            plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)
+            consumed = self._read_records(plaintext, 0, len(plaintext), now)
+            tail = len(plaintext) - consumed
+            if tail and not self.closed:
+                self._make_record_space(tail)[:tail] = memoryview(plaintext)[consumed:]
+                self._records_end = tail
+            return
+        size = len(frame) - AEAD_TAG_SIZE
+        if size < 0:
+            raise RemoteProtocolError(f"frame of {len(frame)} bytes is shorter than its tag")
+        buffer, end = self._records, self._records_end
+        if end + size > len(buffer):
+            buffer, end = self._make_record_space(size), self._records_end
+        # The buffer is never resized, only replaced, so views of it are always safe.
+        view = memoryview(buffer)
+        self._receive_cipher.decrypt_into(b"", frame, view[end : end + size])
+        end += size
+        consumed = self._read_records(view, self._records_start, end, now)
+        if self.closed:
+            return
+        if consumed < end:
+            self._records_start, self._records_end = consumed, end
+        else:  # all read: start again at the front, in a buffer of the usual size
+            self._records_start = self._records_end = 0
+            if len(buffer) > RECORD_BUFFER_SIZE:
+                self._records = bytearray(RECORD_BUFFER_SIZE)
 
-    def _read_records(self, records: bytes | bytearray, now: float) -> int:
-        """Decode and handle every whole record in `records`; return the bytes used."""
-        position, size = 0, len(records)
+    def _make_record_space(self, size: int) -> bytearray:
+        """Room for `size` more bytes after the pending records: move them to the front,
+        or grow the buffer (doubling, so a 4 MB record is not copied once per frame)."""
+        buffer, start, end = self._records, self._records_start, self._records_end
+        pending = end - start
+        if pending + size > len(buffer):
+            capacity = max(pending + size, min(2 * len(buffer), MAX_RECORD_BUFFER))
+            fresh = bytearray(max(capacity, RECORD_BUFFER_SIZE))
+            fresh[:pending] = memoryview(buffer)[start:end]
+            buffer = self._records = fresh
+        else:
+            buffer[:pending] = buffer[start:end]
+        self._records_start, self._records_end = 0, pending
+        return buffer
+
+    def _read_records(
+        self, records: bytes | memoryview, position: int, size: int, now: float
+    ) -> int:
+        """Decode and handle every whole record in records[position:size]; return the
+        position after the last one handled."""
         while size - position >= RECORD_HEADER_SIZE and not self.closed:
             start = position + RECORD_HEADER_SIZE
             length = int.from_bytes(records[position:start], "big")
@@ -423,12 +466,14 @@ class SecureSession:
             self._events.append(SessionEstablished(hello))
 
     def _queue(self, message: AnyMessage) -> None:
-        raw = MESSAGE_CODEC.encode(message)
-        if len(raw) > MAX_MESSAGE_SIZE:
-            raise LocalProtocolError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_SIZE}")
         plain = self._plain_out
-        plain += len(raw).to_bytes(RECORD_HEADER_SIZE, "big")
-        plain += raw
+        header = len(plain)
+        plain += bytes(RECORD_HEADER_SIZE)  # the length, filled in once known
+        size = MESSAGE_CODEC.encode_onto(message, plain)
+        if size > MAX_MESSAGE_SIZE:
+            del plain[header:]
+            raise LocalProtocolError(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
+        plain[header : header + RECORD_HEADER_SIZE] = size.to_bytes(RECORD_HEADER_SIZE, "big")
         if len(plain) >= MAX_FRAME_PLAINTEXT and self._send_cipher is not None:
             # Seal whole frames now: the queue stays under one frame however much is sent.
             self._seal(len(plain) - len(plain) % MAX_FRAME_PLAINTEXT)
@@ -445,4 +490,5 @@ class SecureSession:
         # New buffers, not clear(): the read loops may hold views of the old ones.
         self._inbound = bytearray()
         self._records = bytearray()
+        self._records_start = self._records_end = 0
         self._events.append(SessionClosed(reason, by_peer, code))

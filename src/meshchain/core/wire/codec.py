@@ -77,3 +77,9 @@ class Codec(Generic[T]):
 
     def encode(self, value: T) -> bytes:
         return _encoder.encode(value)
+
+    def encode_onto(self, value: T, buffer: bytearray) -> int:
+        """Append the encoding of `value` to `buffer` (no intermediate bytes); its size."""
+        before = len(buffer)
+        _encoder.encode_into(value, buffer, -1)
+        return len(buffer) - before
