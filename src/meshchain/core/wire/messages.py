@@ -13,6 +13,7 @@ import msgspec
 
 from meshchain.core.chain.block import Block
 from meshchain.core.chain.tx import Transaction
+from meshchain.core.peers.address import NetAddress
 from meshchain.core.wire.codec import (
     MAX_MESSAGE_SIZE,
     Codec,
@@ -28,6 +29,8 @@ MAX_USER_AGENT_LENGTH = 256
 # "host:port" with an IPv6 host in brackets fits easily.
 MAX_LISTEN_ADDRESS_LENGTH = 64
 MAX_GOODBYE_REASON_LENGTH = 256
+# Bitcoin's MAX_ADDR_TO_SEND: the most addresses one Addr message may carry.
+MAX_ADDR_PER_MESSAGE = 1000
 
 
 class GoodbyeCode(enum.IntEnum):
@@ -79,6 +82,25 @@ class GetBlock(WireStruct, frozen=True, tag=18):
     block_hash: Hash32
 
 
+class AddrEntry(WireStruct, frozen=True):
+    """One known peer: where it listens, who it is (if known) and when it was last seen."""
+
+    address: NetAddress
+    node_id: Annotated[bytes, msgspec.Meta(max_length=32)]  # 32 bytes, or empty: unknown
+    services: UInt
+    seen: UInt  # unix seconds
+
+
+class GetAddr(WireStruct, frozen=True, tag=19):
+    """Ask a peer for addresses it knows (answered once per connection)."""
+
+
+class Addr(WireStruct, frozen=True, tag=20):
+    """Addresses of peers: an answer to GetAddr, or a node's own listen address."""
+
+    entries: Annotated[list[AddrEntry], msgspec.Meta(max_length=MAX_ADDR_PER_MESSAGE)]
+
+
 class TransactionMessage(WireStruct, frozen=True, tag=16):
     """One transaction, relayed (flood relay until announce-then-fetch arrives)."""
 
@@ -92,7 +114,7 @@ class BlockMessage(WireStruct, frozen=True, tag=17):
 
 
 SessionMessage = Hello | Goodbye | Ping | Pong
-Message = TransactionMessage | BlockMessage | GetBlock
+Message = TransactionMessage | BlockMessage | GetBlock | GetAddr | Addr
 AnyMessage = SessionMessage | Message
 
 MESSAGE_CODEC: Codec[AnyMessage] = Codec(AnyMessage, MAX_MESSAGE_SIZE)  # type: ignore[arg-type]

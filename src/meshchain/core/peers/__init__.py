@@ -1,0 +1,1 @@
+"""Peers: addresses, the address book, connection slots, eviction, limits and bans."""
