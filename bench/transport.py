@@ -39,6 +39,7 @@ from _transport_plain import PlainSession
 from meshchain.chainkit import ChainKit
 from meshchain.core.chain.tx import VerifiedTx, verify_transaction
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
+from meshchain.core.peers.limits import BandwidthLimits, GlobalBandwidth
 from meshchain.core.transport.identity import new_noise_static_key
 from meshchain.core.transport.noise import CipherState
 from meshchain.core.transport.session import (
@@ -92,6 +93,8 @@ class Service(P2PService):
         self.local = LocalPeer(identity, new_noise_static_key(), hello)
         self.rng, self.verifier = random.Random(seed), SignatureVerifier()
         self.admission = AdmissionPolicy(chain_id)
+        self.receive_limits = BandwidthLimits(None, None)  # a benchmark measures, uncapped
+        self.bandwidth = GlobalBandwidth(self.receive_limits, self.clock())
 
     def admit(self, connection: PeerConnection) -> bool:
         return True

@@ -23,6 +23,21 @@ import tomli_w
 from meshchain.core.chain.genesis import Genesis, genesis_from_mapping, genesis_to_mapping
 from meshchain.core.crypto.address import decode_address
 from meshchain.core.crypto.keys import SecretKey
+from meshchain.core.peers.address import (
+    IPV4_GROUP_BITS,
+    AddressError,
+    GroupPolicy,
+    NetAddress,
+    parse_address,
+)
+from meshchain.core.peers.config import (
+    MAX_BLOCK_RELAY_ONLY,
+    MAX_INBOUND,
+    MAX_INBOUND_PER_IP,
+    MAX_OUTBOUND_FULL_RELAY,
+    PeerConfig,
+    PersistentPeer,
+)
 from meshchain.errors import ConfigError, CryptoError
 
 GENESIS_FILE = "genesis.toml"
@@ -41,7 +56,15 @@ class _NodeSection(msgspec.Struct, forbid_unknown_fields=True):
 
 class _P2PSection(msgspec.Struct, forbid_unknown_fields=True):
     listen: str = f"127.0.0.1:{DEFAULT_P2P_PORT}"
-    peers: list[str] = []
+    peers: list[str] = []  # persistent peers: always connected, redialled with backoff
+    bootstrap: list[str] = []  # seeds: where discovery starts
+    discovery: bool = True  # false: connect to `peers` only (bitcoind -connect)
+    outbound: int = MAX_OUTBOUND_FULL_RELAY
+    block_relay_only: int = MAX_BLOCK_RELAY_ONLY
+    max_inbound: int = MAX_INBOUND
+    max_inbound_per_ip: int = MAX_INBOUND_PER_IP
+    ipv4_group_bits: int = IPV4_GROUP_BITS  # 24 or more lets a 127.0.0.0/8 devnet vary
+    allow_local: bool = True  # store and dial loopback and private addresses
 
 
 class _ChainSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,11 +107,34 @@ class DataDir:
     def listen_address(self) -> tuple[str, int]:
         return parse_host_port(self.config.p2p.listen, "p2p.listen")
 
-    def peer_addresses(self) -> list[tuple[str, int]]:
-        return [
-            parse_host_port(peer, f"p2p.peers[{index}]")
-            for index, peer in enumerate(self.config.p2p.peers)
-        ]
+    def peer_config(self, node_id: bytes, members: frozenset[bytes] | None) -> PeerConfig:
+        """The `[p2p]` table as the peer manager's configuration (addresses are IPs)."""
+        p2p = self.config.p2p
+        for key in ("outbound", "block_relay_only", "max_inbound", "max_inbound_per_ip"):
+            if getattr(p2p, key) < 0:
+                raise ConfigError(f"p2p.{key}: must not be negative")
+        try:
+            groups = GroupPolicy(ipv4_bits=p2p.ipv4_group_bits, allow_local=p2p.allow_local)
+        except AddressError as exc:
+            raise ConfigError(f"p2p.ipv4_group_bits: {exc}") from None
+        return PeerConfig(
+            node_id=node_id,
+            listen=_ip_address(p2p.listen, "p2p.listen"),
+            bootstrap=tuple(
+                _ip_address(text, f"p2p.bootstrap[{i}]") for i, text in enumerate(p2p.bootstrap)
+            ),
+            persistent=tuple(
+                PersistentPeer(_ip_address(text, f"p2p.peers[{i}]"))
+                for i, text in enumerate(p2p.peers)
+            ),
+            discovery=p2p.discovery,
+            outbound_full_relay=p2p.outbound,
+            block_relay_only=p2p.block_relay_only,
+            max_inbound=p2p.max_inbound,
+            max_inbound_per_ip=p2p.max_inbound_per_ip,
+            groups=groups,
+            members=members,
+        )
 
     def beneficiary(self) -> bytes | None:
         text = self.config.chain.beneficiary
@@ -106,6 +152,17 @@ def parse_host_port(text: str, key: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"{key}: {text!r} is not HOST:PORT")
     return host.strip("[]"), int(port_text)
+
+
+def _ip_address(text: str, key: str) -> NetAddress:
+    """`IP:PORT` as a `NetAddress`; names are not resolved (a node dials what it is told)."""
+    host, port = parse_host_port(text, key)
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        return parse_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    except AddressError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

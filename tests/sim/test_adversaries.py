@@ -60,7 +60,7 @@ def test_a_spy_records_when_and_from_whom_it_first_heard_each_transaction() -> N
         assert spy.first_seen == first
         for txid, (time, peer) in spy.first_seen.items():
             assert time > world.metrics.tx_origin[txid]
-            assert peer in spy.host.links
+            assert peer in world.neighbours(spy.host.index)
     summary = world.report()["metrics"]["adversaries"]
     assert summary == {
         "spy": {
@@ -186,7 +186,7 @@ def test_a_goodbye_or_a_second_hello_ends_the_session_and_it_is_redialled(
 ) -> None:
     world = World(small(AdversarySpec("spy", (4,)), tx_rate=0.0), 1)
     spy = world.spies[0]
-    peer = sorted(spy.host.links)[0]
+    peer = sorted(world.neighbours(spy.host.index))[0]
     hello = Hello(1, bytes(32), bytes(32), "x:1", 0, 0, bytes(32), "evil/1")
     world.sim.at(20.0, spy.send_direct, peer, message if isinstance(message, Goodbye) else hello)
     seen: list[bool] = []

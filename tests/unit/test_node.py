@@ -34,6 +34,7 @@ from meshchain.core.node import (
     Node,
     NodeConfig,
 )
+from meshchain.core.peers.manager import DIAL_TIMER, FEELER_TIMER, SAVE_TIMER
 from meshchain.core.store import MemoryStore
 from meshchain.core.wire.codec import encode
 from meshchain.core.wire.messages import BlockMessage, GetBlock, TransactionMessage
@@ -60,8 +61,10 @@ def of_type(actions: list[Action], kind: type[A]) -> list[A]:
 def test_start_arms_the_timers_a_validator_needs() -> None:
     validator = make_node(validator=True).handle(NodeStarted(), T0)
     follower = make_node(validator=False).handle(NodeStarted(), T0)
-    assert {a.timer for a in of_type(validator, ScheduleTimer)} == {PRODUCE_TIMER, EXPIRE_TIMER}
-    assert {a.timer for a in of_type(follower, ScheduleTimer)} == {EXPIRE_TIMER}
+    peer_timers = {DIAL_TIMER, FEELER_TIMER, SAVE_TIMER}
+    validator_timers = {a.timer for a in of_type(validator, ScheduleTimer)}
+    assert validator_timers == {PRODUCE_TIMER, EXPIRE_TIMER, *peer_timers}
+    assert {a.timer for a in of_type(follower, ScheduleTimer)} == {EXPIRE_TIMER, *peer_timers}
     produce = next(a for a in of_type(validator, ScheduleTimer) if a.timer == PRODUCE_TIMER)
     assert produce.at == T0 + KIT_BLOCK_INTERVAL_MS / 1000
 

@@ -140,25 +140,26 @@ def _configure_logging(level: str) -> None:
 def node(datadir: Path, log_level: str) -> None:
     """Run a node from its data directory until SIGINT or SIGTERM.
 
-    It listens on `[p2p] listen` of config.toml and keeps connected to `[p2p] peers`.
+    It listens on `[p2p] listen` of config.toml, keeps connected to `[p2p] peers` and
+    finds more peers from `[p2p] bootstrap` and peer exchange.
     """
     _configure_logging(log_level)
     try:
         home = open_datadir(datadir)
         genesis = home.genesis()
-        config = NodeConfig(genesis, home.validator_key(), home.beneficiary())
-        listen = home.listen_address()
-        peers = home.peer_addresses()
+        members = (
+            None
+            if genesis.chain_mode is ChainMode.PUBLIC
+            else frozenset(member.node_key for member in genesis.members)
+        )
         identity = home.node_key()
+        peers = home.peer_config(identity.public_key, members)
+        config = NodeConfig(genesis, home.validator_key(), home.beneficiary(), peers)
+        listen = home.listen_address()
         store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
         core = Node(config, store, random.Random())
     except MeshchainError as error:
         _fail(error)
-    members = (
-        None
-        if genesis.chain_mode is ChainMode.PUBLIC
-        else frozenset(member.node_key for member in genesis.members)
-    )
     p2p = P2PConfig(
         identity=identity,
         noise_static=new_noise_static_key(),
@@ -167,23 +168,19 @@ def node(datadir: Path, log_level: str) -> None:
     )
     install_uvloop()
     try:
-        asyncio.run(_run_node(NodeDriver(core), p2p, listen, peers))
+        asyncio.run(_run_node(NodeDriver(core), p2p, listen))
     except OSError as error:
         _fail(error)
     finally:
         store.close()
 
 
-async def _run_node(
-    driver: NodeDriver, p2p: P2PConfig, listen: tuple[str, int], peers: list[tuple[str, int]]
-) -> None:
+async def _run_node(driver: NodeDriver, p2p: P2PConfig, listen: tuple[str, int]) -> None:
     stop = stop_on_signals()
     log = logging.getLogger("meshchain.node")
     chain = driver.node.chain
     service = P2PService(driver, p2p)
     await service.listen(*listen)
-    for host, port in peers:
-        service.keep_dialing(host, port)
     log.info(
         "node %s on chain %s at height %d",
         p2p.identity.public_key.hex()[:16],

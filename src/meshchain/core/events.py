@@ -7,12 +7,30 @@ simulator — execute exactly these and nothing else.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
+from meshchain.core.peers.address import NetAddress
 from meshchain.core.wire.messages import Message
 from meshchain.errors import RejectCode
 
-PeerId = str  # the driver's name for a connection; the transport issue makes it a node id
+PeerId = str  # the driver's name for a connection: the node id in hex (an index in the sim)
+
+
+class ConnectionKind(enum.Enum):
+    """Why a connection exists; it decides what is relayed on it and how it is counted.
+
+    As in Bitcoin Core: full-relay outbound peers get everything; block-relay-only ones
+    get blocks and no transactions or addresses (they are hard to detect, which guards
+    against eclipse and partition attacks); feelers test an address and hang up;
+    persistent peers (configured, or consortium members) are always redialled.
+    """
+
+    INBOUND = "inbound"
+    FULL_RELAY = "full-relay"
+    BLOCK_RELAY = "block-relay"
+    FEELER = "feeler"
+    PERSISTENT = "persistent"
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -25,8 +43,20 @@ class NodeStarted:
 
 @dataclass(frozen=True, slots=True)
 class PeerConnected:
+    """A session is open (handshake and hellos done)."""
+
     peer: PeerId
     outbound: bool
+    node_id: bytes = b""  # the authenticated identity key
+    address: NetAddress | None = None  # the remote end of the connection
+    listen: NetAddress | None = None  # where the peer says it accepts connections
+    kind: ConnectionKind | None = None  # outbound: what we dialled it as; None: derived
+
+    @property
+    def connection_kind(self) -> ConnectionKind:
+        if self.kind is not None:
+            return self.kind
+        return ConnectionKind.FULL_RELAY if self.outbound else ConnectionKind.INBOUND
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +84,35 @@ class TimerFired:
     timer: str
 
 
+@dataclass(frozen=True, slots=True)
+class DialFailed:
+    """A `Dial` did not produce a session (refused, timed out, handshake failed)."""
+
+    address: NetAddress
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PingMeasured:
+    peer: PeerId
+    rtt: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStopping:
+    """The driver is shutting down: the node saves what it keeps across restarts."""
+
+
 Input = (
     NodeStarted
     | PeerConnected
     | PeerDisconnected
     | MessageReceived
     | TransactionSubmitted
-    | (TimerFired)
+    | TimerFired
+    | DialFailed
+    | PingMeasured
+    | (NodeStopping)
 )
 
 
@@ -77,6 +129,15 @@ class Send:
 class Disconnect:
     peer: PeerId
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """Open an outbound connection; the driver answers `PeerConnected` or `DialFailed`."""
+
+    address: NetAddress
+    kind: ConnectionKind
+    node_id: bytes | None = None  # the identity expected there, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +188,22 @@ class ChainReorganized:
     connected: int
 
 
+@dataclass(frozen=True, slots=True)
+class PeerPunished:
+    """A peer misbehaved: what it did and what it cost it (disconnect, discourage, ban)."""
+
+    peer: PeerId
+    offence: str
+    penalty: str
+    until: float | None  # end of a discouragement or ban
+
+
 Notice = (
-    BlockAccepted | BlockRejected | TransactionAccepted | TransactionRejected | (ChainReorganized)
+    BlockAccepted
+    | BlockRejected
+    | TransactionAccepted
+    | TransactionRejected
+    | ChainReorganized
+    | (PeerPunished)
 )
-Action = Send | Disconnect | ScheduleTimer | Notice
+Action = Send | Disconnect | Dial | ScheduleTimer | Notice

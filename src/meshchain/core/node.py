@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshchain.core.chain.block import Block, block_hash
@@ -32,13 +32,17 @@ from meshchain.core.events import (
     BlockAccepted,
     BlockRejected,
     ChainReorganized,
+    ConnectionKind,
+    DialFailed,
     Disconnect,
     Input,
     MessageReceived,
     NodeStarted,
+    NodeStopping,
     PeerConnected,
     PeerDisconnected,
     PeerId,
+    PingMeasured,
     ScheduleTimer,
     Send,
     TimerFired,
@@ -46,8 +50,17 @@ from meshchain.core.events import (
     TransactionRejected,
     TransactionSubmitted,
 )
+from meshchain.core.peers.bans import Offence
+from meshchain.core.peers.config import PeerConfig
+from meshchain.core.peers.manager import PeerManager
 from meshchain.core.store import ChainStore
-from meshchain.core.wire.messages import BlockMessage, GetBlock, TransactionMessage
+from meshchain.core.wire.messages import (
+    Addr,
+    BlockMessage,
+    GetAddr,
+    GetBlock,
+    TransactionMessage,
+)
 from meshchain.errors import DecodeError, RejectCode, ValidationError
 
 PRODUCE_TIMER = "produce"
@@ -82,6 +95,7 @@ class NodeConfig:
     genesis: Genesis
     validator_key: SecretKey | None = None  # set on nodes that make blocks
     beneficiary: bytes | None = None  # who is paid for our blocks; default: the validator
+    peers: PeerConfig = field(default_factory=PeerConfig)
 
 
 class Node:
@@ -99,7 +113,12 @@ class Node:
         self.chain = ChainState(config.genesis, self.engine, store, self.verifier)
         self.mempool = Mempool(self.chain.ledger)
         self.chain.verified_lookup = self.mempool.get
-        self.peers: dict[PeerId, bool] = {}  # peer -> outbound
+        self.peer_manager = PeerManager(config.peers, store, rng)
+        # Who gets what we relay: every connection but feelers gets blocks; block-relay-
+        # only ones get no transactions. Lists, not a scan of the records: relay is hot.
+        self.peers: dict[PeerId, ConnectionKind] = {}
+        self._block_relay_peers: list[PeerId] = []
+        self._tx_relay_peers: list[PeerId] = []
         self._requested_blocks: dict[bytes, float] = {}  # parent hash -> when asked
         self._dispatch_tables()
         key = config.validator_key
@@ -116,6 +135,9 @@ class Node:
             handler = self._message_handlers.get(type(event.message))
             if handler is None:
                 raise TypeError(f"Node.handle got an unknown message {event.message!r}")
+            refused = self.peer_manager.over_limit(event.peer, event.message, now)
+            if refused is not None:
+                return refused  # over the peer's rate limit: dropped, and counted
             return handler(event.peer, event.message, now)
         input_handler = self._input_handlers.get(type(event))
         if input_handler is None:
@@ -125,8 +147,11 @@ class Node:
     def _dispatch_tables(self) -> None:
         self._input_handlers: dict[type, Callable[[Any, float], list[Action]]] = {
             NodeStarted: lambda event, now: self._started(now),
-            PeerConnected: lambda event, now: self._connected(event.peer, event.outbound),
-            PeerDisconnected: lambda event, now: self._disconnected(event.peer),
+            NodeStopping: lambda event, now: self._stopping(),
+            PeerConnected: self._connected,
+            PeerDisconnected: lambda event, now: self._disconnected(event.peer, now),
+            DialFailed: lambda event, now: self.peer_manager.dial_failed(event.address, now),
+            PingMeasured: lambda event, now: self._ping_measured(event.peer, event.rtt),
             TransactionSubmitted: lambda event, now: self._submitted(event.raw, now),
             TimerFired: lambda event, now: self._timer(event.timer, now),
         }
@@ -136,14 +161,36 @@ class Node:
             ),
             BlockMessage: lambda peer, m, now: self._block(m.block, now, peer),
             GetBlock: lambda peer, m, now: self._serve_block(peer, m.block_hash),
+            GetAddr: lambda peer, m, now: self.peer_manager.exchange.on_get_addr(peer, now),
+            Addr: lambda peer, m, now: self.peer_manager.exchange.on_addr(peer, m, now),
         }
 
-    def _connected(self, peer: PeerId, outbound: bool) -> list[Action]:
-        self.peers[peer] = outbound
-        return self._greet(peer)
+    def _connected(self, event: PeerConnected, now: float) -> list[Action]:
+        peer, kind = event.peer, event.connection_kind
+        actions = self.peer_manager.connected(
+            peer, kind, event.node_id, event.address, event.listen, now
+        )
+        if any(isinstance(a, Disconnect) and a.peer == peer for a in actions):
+            return actions  # refused, or a feeler: nothing more to say on it
+        self.peers[peer] = kind
+        self._block_relay_peers.append(peer)
+        if kind is not ConnectionKind.BLOCK_RELAY:
+            self._tx_relay_peers.append(peer)
+        return actions + self._greet(peer)
 
-    def _disconnected(self, peer: PeerId) -> list[Action]:
-        self.peers.pop(peer, None)
+    def _disconnected(self, peer: PeerId, now: float) -> list[Action]:
+        if self.peers.pop(peer, None) is not None:
+            self._block_relay_peers.remove(peer)
+            if peer in self._tx_relay_peers:
+                self._tx_relay_peers.remove(peer)
+        return self.peer_manager.disconnected(peer, now)
+
+    def _ping_measured(self, peer: PeerId, rtt: float) -> list[Action]:
+        self.peer_manager.ping_measured(peer, rtt)
+        return []
+
+    def _stopping(self) -> list[Action]:
+        self.peer_manager.stop()
         return []
 
     # --- handlers ---------------------------------------------------------------------
@@ -152,7 +199,7 @@ class Node:
         actions: list[Action] = [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
         if self.config.validator_key is not None:
             actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
-        return actions
+        return actions + self.peer_manager.start(now)
 
     def _greet(self, peer: PeerId) -> list[Action]:
         """Show a new peer our tip: if it lacks it, it asks for the missing parents."""
@@ -180,9 +227,17 @@ class Node:
         return [Send(peer, GetBlock(parent))]
 
     def _relay(
-        self, message: TransactionMessage | BlockMessage, source: PeerId | None
+        self, message: TransactionMessage | BlockMessage, source: PeerId | None, now: float
     ) -> list[Action]:
-        return [Send(peer, message) for peer in self.peers if peer != source]
+        if type(message) is TransactionMessage:
+            peers = self._tx_relay_peers
+            if source is not None:
+                self.peer_manager.delivered_transaction(source, now)
+        else:
+            peers = self._block_relay_peers
+            if source is not None:
+                self.peer_manager.delivered_block(source, now)
+        return [Send(peer, message) for peer in peers if peer != source]
 
     def _submitted(self, raw: bytes, now: float) -> list[Action]:
         try:
@@ -205,9 +260,11 @@ class Node:
             txid = vtx.txid if vtx is not None else None
             actions: list[Action] = [TransactionRejected(txid, error.code, error.detail, peer)]
             if peer is not None and error.code in PEER_FAULTS:
-                actions.append(Disconnect(peer, f"sent an invalid transaction: {error}"))
+                actions += self.peer_manager.punish(
+                    peer, Offence.INVALID_TRANSACTION, now, f"sent an invalid transaction: {error}"
+                )
             return actions
-        return [TransactionAccepted(vtx.txid), *self._relay(TransactionMessage(tx), peer)]
+        return [TransactionAccepted(vtx.txid), *self._relay(TransactionMessage(tx), peer, now)]
 
     def _block(self, block: Block, now: float, peer: PeerId | None) -> list[Action]:
         old_tip = self.chain.tip_hash
@@ -217,7 +274,9 @@ class Node:
             error = update.error
             actions.append(BlockRejected(update.block_hash, error.code, error.detail, peer))
             if peer is not None and error.code in PEER_FAULTS:
-                actions.append(Disconnect(peer, f"sent an invalid block: {error}"))
+                actions += self.peer_manager.punish(
+                    peer, Offence.INVALID_BLOCK, now, f"sent an invalid block: {error}"
+                )
         if update.result in (AddBlockResult.DUPLICATE, AddBlockResult.INVALID):
             return actions
         for _, vtxs in update.disconnected:
@@ -246,10 +305,13 @@ class Node:
             if peer is not None:
                 actions.extend(self._request_parent(block, now, peer))
         else:
-            actions.extend(self._relay(BlockMessage(block), peer))
+            actions.extend(self._relay(BlockMessage(block), peer, now))
         return actions
 
     def _timer(self, timer: str, now: float) -> list[Action]:
+        peer_actions = self.peer_manager.timer(timer, now)
+        if peer_actions is not None:
+            return peer_actions
         if timer == EXPIRE_TIMER:
             self.mempool.expire(now)
             return [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]

@@ -18,8 +18,11 @@ from meshchain.core.events import (
     BlockAccepted,
     BlockRejected,
     ChainReorganized,
+    Dial,
     Disconnect,
     Input,
+    NodeStopping,
+    PeerPunished,
     ScheduleTimer,
     Send,
     TimerFired,
@@ -44,6 +47,8 @@ class Transport(Protocol):
     def send(self, peer: str, message: AnyMessage) -> None: ...
 
     def disconnect(self, peer: str, reason: str) -> None: ...
+
+    def dial_for_node(self, request: Dial) -> None: ...
 
 
 class NodeDriver:
@@ -75,6 +80,12 @@ class NodeDriver:
                 log.info("disconnect %s: %s", peer[:16], reason)
                 if self.transport is not None:
                     self.transport.disconnect(peer, reason)
+            case Dial(address, kind, _):
+                log.debug("dial %s (%s)", address, kind.value)
+                if self.transport is not None:
+                    self.transport.dial_for_node(action)
+            case PeerPunished(peer, offence, penalty, _):
+                log.warning("peer %s: %s -> %s", peer[:16], offence, penalty)
             case BlockAccepted(block_hash, height, tx_count, produced):
                 verb = "produced" if produced else "accepted"
                 log.info("%s block %d %s (%d txs)", verb, height, block_hash.hex()[:16], tx_count)
@@ -102,6 +113,8 @@ class NodeDriver:
             raise
 
     def stop(self) -> None:
+        """Stop the clock, and let the node save what it keeps across restarts."""
+        self.feed(NodeStopping())
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()

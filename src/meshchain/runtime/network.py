@@ -17,7 +17,22 @@ from typing import cast
 
 from meshchain import __version__
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
-from meshchain.core.events import MessageReceived, PeerConnected, PeerDisconnected
+from meshchain.core.events import (
+    ConnectionKind,
+    Dial,
+    DialFailed,
+    MessageReceived,
+    PeerConnected,
+    PeerDisconnected,
+    PingMeasured,
+)
+from meshchain.core.peers.address import AddressError, NetAddress, net_address, parse_address
+from meshchain.core.peers.limits import (
+    BandwidthLimits,
+    GlobalBandwidth,
+    TokenBucket,
+    bandwidth_bucket,
+)
 from meshchain.core.transport.session import (
     PROTOCOL_VERSION,
     AdmissionPolicy,
@@ -44,9 +59,6 @@ DIAL_TIMEOUT = 10.0
 # A peer that stops reading is dropped once this much waits in its send buffer: two
 # maximum-size messages (Bitcoin's -maxsendbuffer is 1 MB with smaller messages).
 MAX_SEND_BUFFER = 8 * 1024 * 1024
-# Redial backoff for configured peers: doubling from 1 s to at most 60 s.
-REDIAL_INITIAL_DELAY = 1.0
-REDIAL_MAX_DELAY = 60.0
 USER_AGENT = f"meshchain/{__version__}"
 
 
@@ -65,6 +77,8 @@ class PeerConnection(asyncio.BufferedProtocol):
         self.initiator = initiator
         self.label = label
         self.expected_identity = expected_identity
+        self.dial: Dial | None = None  # the node's request, on connections it asked for
+        self.remote: NetAddress | None = None
         self.peer_id: str | None = None
         self.session: SecureSession | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -72,6 +86,13 @@ class PeerConnection(asyncio.BufferedProtocol):
         self._buffer = bytearray(RECEIVE_BUFFER_SIZE)
         self._view = memoryview(self._buffer)
         self._flush_scheduled = False
+        rate = service.receive_limits.per_peer_bytes_per_second
+        now = service.clock()
+        self._receive_budget: TokenBucket | None = (
+            None if rate is None else bandwidth_bucket(rate, now)
+        )
+        self._owed = 0  # bytes read while over budget: reading resumes once they are paid
+        self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline = 0.0
 
@@ -84,6 +105,10 @@ class PeerConnection(asyncio.BufferedProtocol):
         peername = transport.get_extra_info("peername")
         if peername:
             self.label = f"{peername[0]}:{peername[1]}"
+            try:
+                self.remote = net_address(peername[0], peername[1])
+            except AddressError:
+                self.remote = None
         if not self.service.admit(self):
             transport.abort()
             return
@@ -99,6 +124,34 @@ class PeerConnection(asyncio.BufferedProtocol):
             return
         session.receive_data(self._view[:nbytes], self.service.clock())  # read, not kept
         self._after_activity()
+        self._owed += nbytes
+        self._pay_for_reads()
+
+    def _pay_for_reads(self) -> None:
+        """Bandwidth caps: stop reading until what was read fits the peer's and the node's
+        budgets. Pausing (TCP then slows the sender) loses nothing, unlike dropping."""
+        transport, owed = self._transport, self._owed
+        if transport is None or transport.is_closing() or not owed:
+            return
+        now = self.service.clock()
+        budget, shared = self._receive_budget, self.service.bandwidth
+        wait = max(
+            0.0 if budget is None else budget.wait_time(now, owed),
+            shared.wait_time(owed, now),
+        )
+        if wait <= 0.0:
+            if budget is not None:
+                budget.take(now, owed)
+            shared.admit_bytes(owed, now)
+            self._owed = 0
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resume_reading()
+            return
+        if not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        asyncio.get_running_loop().call_later(wait, self._pay_for_reads)
 
     def eof_received(self) -> bool:
         if self.session is not None:
@@ -195,6 +248,7 @@ class P2PConfig:
     listen_address: str = ""  # advertised in our hello
     timeouts: SessionTimeouts = field(default_factory=SessionTimeouts)
     max_connections: int = MAX_CONNECTIONS
+    bandwidth: BandwidthLimits = field(default_factory=BandwidthLimits)
 
 
 class P2PService:
@@ -209,9 +263,11 @@ class P2PService:
         self.rng = rng or random.Random()
         self.verifier = SignatureVerifier()
         self.connections: set[PeerConnection] = set()
+        self.receive_limits = config.bandwidth
+        self.bandwidth = GlobalBandwidth(config.bandwidth, self.clock())
         self.peers: dict[str, PeerConnection] = {}
         self._server: asyncio.Server | None = None
-        self._dialers: list[asyncio.Task[None]] = []
+        self._dialers: set[asyncio.Task[None]] = set()
         driver.transport = self
 
     # --- lifecycle --------------------------------------------------------------------
@@ -225,18 +281,30 @@ class P2PService:
         log.info("listening on %s:%d", bound[0], bound[1])
         return bound[0], bound[1]
 
+    def dial_for_node(self, request: Dial) -> None:
+        """Execute the node's `Dial`; a failure comes back to it as `DialFailed`."""
+        self._dialers.add(task := asyncio.create_task(self._dial_for_node(request)))
+        task.add_done_callback(self._dialers.discard)
+
+    async def _dial_for_node(self, request: Dial) -> None:
+        host, port = str(request.address).rsplit(":", 1)
+        try:
+            await self.dial(host.strip("[]"), int(port), request.node_id, request)
+        except (OSError, TimeoutError) as error:
+            log.debug("dial %s failed: %s", request.address, error)
+            self.driver.feed(DialFailed(request.address, str(error) or type(error).__name__))
+
     async def dial(
-        self, host: str, port: int, expected_identity: bytes | None = None
+        self,
+        host: str,
+        port: int,
+        expected_identity: bytes | None = None,
+        request: Dial | None = None,
     ) -> PeerConnection:
         loop = asyncio.get_running_loop()
         _, protocol = await asyncio.wait_for(
             loop.create_connection(
-                lambda: PeerConnection(
-                    self,
-                    initiator=True,
-                    label=f"{host}:{port}",
-                    expected_identity=expected_identity,
-                ),
+                lambda: self._outbound(host, port, expected_identity, request),
                 host,
                 port,
             ),
@@ -244,22 +312,14 @@ class P2PService:
         )
         return protocol
 
-    def keep_dialing(self, host: str, port: int) -> None:
-        """Stay connected to a configured peer, redialling with backoff."""
-        self._dialers.append(asyncio.create_task(self._dial_forever(host, port)))
-
-    async def _dial_forever(self, host: str, port: int) -> None:
-        delay = REDIAL_INITIAL_DELAY
-        while True:
-            try:
-                connection = await self.dial(host, port)
-                await connection.closed
-                if connection.peer_id is not None:
-                    delay = REDIAL_INITIAL_DELAY  # it worked for a while: retry soon
-            except (OSError, TimeoutError) as error:
-                log.debug("dial %s:%d failed: %s", host, port, error)
-            await asyncio.sleep(delay * (0.5 + self.rng.random()))
-            delay = min(delay * 2, REDIAL_MAX_DELAY)
+    def _outbound(
+        self, host: str, port: int, expected_identity: bytes | None, request: Dial | None
+    ) -> PeerConnection:
+        connection = PeerConnection(
+            self, initiator=True, label=f"{host}:{port}", expected_identity=expected_identity
+        )
+        connection.dial = request
+        return connection
 
     async def close(self) -> None:
         for task in self._dialers:
@@ -279,6 +339,11 @@ class P2PService:
     def admit(self, connection: PeerConnection) -> bool:
         if len(self.connections) >= self.config.max_connections:
             log.info("refused %s: %d connections open", connection.label, len(self.connections))
+            return False
+        remote, now = connection.remote, self.clock()
+        manager = self.driver.node.peer_manager
+        if not connection.initiator and remote and not manager.accepts_inbound(remote, now):
+            log.info("refused %s: banned", connection.label)
             return False
         self.connections.add(connection)
         return True
@@ -329,12 +394,27 @@ class P2PService:
                     hello.best_height,
                     hello.user_agent,
                 )
-                self.driver.feed(PeerConnected(peer_id, outbound=connection.initiator))
+                dial = connection.dial
+                kind = dial.kind if dial is not None else None
+                if connection.initiator and kind is None:
+                    kind = ConnectionKind.PERSISTENT  # dialled by hand (tests, tools)
+                self.driver.feed(
+                    PeerConnected(
+                        peer_id,
+                        outbound=connection.initiator,
+                        node_id=hello.node_id,
+                        address=connection.remote,
+                        listen=_listen_address(hello.listen_address),
+                        kind=kind,
+                    )
+                )
             case MessageArrived(message, size):
                 if connection.peer_id is not None:
                     self.driver.feed(MessageReceived(connection.peer_id, message, size))
             case PongReceived(rtt):
                 log.debug("ping %s: %.1f ms", connection.label, rtt * 1000)
+                if connection.peer_id is not None:
+                    self.driver.feed(PingMeasured(connection.peer_id, rtt))
             case SessionClosed(reason, by_peer, _):
                 side = "peer" if by_peer else "we"
                 log.info("session %s closed (%s): %s", connection.label, side, reason)
@@ -342,6 +422,8 @@ class P2PService:
                 if known is not None and self.peers.get(known) is connection:
                     del self.peers[known]
                     self.driver.feed(PeerDisconnected(known, reason))
+                elif known is None and connection.dial is not None:
+                    self.driver.feed(DialFailed(connection.dial.address, reason))
 
     # --- what the node asks of us (NodeDriver calls these) --------------------------------
 
@@ -354,3 +436,11 @@ class P2PService:
         connection = self.peers.get(peer)
         if connection is not None:
             connection.close(GoodbyeCode.MISBEHAVIOUR, reason)
+
+
+def _listen_address(text: str) -> NetAddress | None:
+    """The address a peer's hello says it listens on, if it is a literal IP and port."""
+    try:
+        return parse_address(text) if text else None
+    except AddressError:
+        return None

@@ -57,7 +57,15 @@ class SimConfig:
     name: str = "unnamed"
     description: str = ""
     nodes: int = 50
-    out_degree: int = 8
+    out_degree: int = 8  # static topology: links each node dials; discovery: its target
+    # Discovery: nodes start from the first `bootstrap_nodes` nodes and find the rest by
+    # peer exchange, filling `out_degree` full-relay and `block_relay_only` slots.
+    discovery: bool = False
+    bootstrap_nodes: int = 3
+    block_relay_only: int = 2
+    max_inbound: int = 117
+    # Address groups (IPv4 /16 networks) the nodes are spread over; 0: one per node.
+    groups: int = 0
     duration: float = 120.0  # virtual seconds
     settle: float = 30.0  # final seconds without new transactions or faults
     latency: LatencySpec = field(default_factory=LatencySpec)

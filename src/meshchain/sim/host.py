@@ -2,10 +2,10 @@
 
 It executes the same actions the asyncio runtime executes — `Send` through the simulated
 network, `ScheduleTimer` on the event heap (a newer schedule of the same timer replaces
-the older one), `Disconnect` by closing the session (the dialling side redials, as the
-runtime does) — and hands notices to the metrics. Going offline drops the `Node` object
-but keeps its store, so a node that returns resumes from its stored chain, as a restarted
-process would, and dials its configured peers again.
+the older one), `Dial` through the world's connection model, `Disconnect` by closing the
+session — and hands notices to the metrics. Going offline drops the `Node` object but
+keeps its store, so a node that returns resumes from its stored chain and peer state, as
+a restarted process would, and its peer manager dials again.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from meshchain.core.crypto.keys import SignatureVerifier
 from meshchain.core.events import (
     Action,
+    Dial,
     Disconnect,
     Input,
     MessageReceived,
@@ -27,6 +28,7 @@ from meshchain.core.events import (
     TimerFired,
 )
 from meshchain.core.node import Node, NodeConfig
+from meshchain.core.peers.address import NetAddress
 from meshchain.core.store import MemoryStore, WriteBatch
 from meshchain.core.wire.messages import AnyMessage, Goodbye, Hello, Ping, Pong
 from meshchain.sim.network import wire_size
@@ -86,17 +88,21 @@ SESSION_MESSAGES = frozenset({Hello, Goodbye, Ping, Pong})
 
 class SimHost:
     def __init__(
-        self, index: int, world: World, config: NodeConfig, verifier: SignatureVerifier
+        self,
+        index: int,
+        world: World,
+        config: NodeConfig,
+        verifier: SignatureVerifier,
+        address: NetAddress,
     ) -> None:
         self.index = index
+        self.address = address  # where it listens
         self._names = world.peer_names  # peer ids are indexes as strings, made once
         self.world = world
         self.config = config
         self.verifier = verifier
         self.store = SharedBlockStore(world.block_pool)
         self.node: Node | None = None
-        self.links: list[int] = []  # neighbours in the topology (both directions)
-        self.outbound: set[int] = set()  # the neighbours this node dialled
         self.connected: set[int] = set()
         self.starts = 0
         self.honest = True
@@ -112,16 +118,13 @@ class SimHost:
     # --- life cycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the process; it dials its configured peers, the others redial it."""
+        """Start the process; its peer manager dials what it knows."""
         if self.node is not None:
             return
         rng = self.world.sim.rng(f"node/{self.index}/{self.starts}")
         self.starts += 1
         self.node = Node(self.config, self.store, rng, self.verifier)
         self.feed(NodeStarted())
-        for peer in self.links:
-            if peer in self.outbound:
-                self.world.connect(self.index, peer)
 
     def stop(self) -> None:
         """Crash or leave: the process is gone, the store stays."""
@@ -143,9 +146,9 @@ class SimHost:
             return
         self.execute(node.handle(event, self.world.sim.now))
 
-    def peer_connected(self, peer: int) -> None:
+    def peer_connected(self, peer: int, event: PeerConnected) -> None:
         self.connected.add(peer)
-        self.feed(PeerConnected(str(peer), outbound=peer in self.outbound))
+        self.feed(event)
 
     def peer_disconnected(self, peer: int, reason: str) -> None:
         self.connected.discard(peer)
@@ -202,5 +205,7 @@ class SimHost:
                 world.sim.at(action.at, self._fire, action.timer, version)
             elif isinstance(action, Disconnect):
                 world.disconnect(self.index, int(action.peer), action.reason)
+            elif isinstance(action, Dial):
+                world.dial(self.index, action)
             else:
                 world.metrics.notice(self.index, action, world.sim.now)

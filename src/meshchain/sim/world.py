@@ -1,9 +1,12 @@
 """A whole simulated network built from a `SimConfig` and a seed, and its report.
 
-Links behave as the runtime's: each host dials the peers it chose (its configured peers)
-and, when a session ends for any reason, redials them with the runtime's backoff; a
-restarted host dials its own peers at once and the others come back as their redials
-fire. Adversarial behaviours (`adversary.py`) are applied to hosts from the config.
+Each host has an IP address and port; its node's peer manager decides whom to dial, as
+in a real node. With a static topology each node's chosen neighbours are its persistent
+peers (bitcoind -connect), redialled with backoff when a session ends; with discovery a
+node starts from the bootstrap nodes and fills its slots from peer exchange. A dial
+becomes a session after the TCP and Noise handshakes (about three one-way trips), or a
+`DialFailed` when nobody listens there. Adversarial behaviours (`adversary.py`) are
+applied to hosts from the config.
 """
 
 from __future__ import annotations
@@ -17,11 +20,19 @@ from meshchain.core.chain.genesis import ChainMode, chain_id
 from meshchain.core.chain.tx import TxBody, compute_txid, sign_transaction
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey
-from meshchain.core.events import TransactionSubmitted
+from meshchain.core.events import (
+    ConnectionKind,
+    Dial,
+    DialFailed,
+    PeerConnected,
+    TransactionSubmitted,
+)
 from meshchain.core.node import NodeConfig
+from meshchain.core.peers.address import GroupPolicy, NetAddress
+from meshchain.core.peers.config import PeerConfig, PersistentPeer
 from meshchain.core.wire.codec import encode
 from meshchain.core.wire.messages import AnyMessage
-from meshchain.runtime.network import REDIAL_INITIAL_DELAY, REDIAL_MAX_DELAY
+from meshchain.runtime.network import DIAL_TIMEOUT
 from meshchain.sim.adversary import Adversary, Spy, make_adversaries, summarize
 from meshchain.sim.config import SimConfig
 from meshchain.sim.engine import Simulator
@@ -40,8 +51,12 @@ WALLET_FUNDS = 10_000 * COIN  # a thousand wallets stay within MAX_MONEY
 TX_AMOUNT_RANGE = (1, COIN)
 TX_FEE_RANGE = (500, 5_000)  # base units; ~170-byte transactions, min relay 1 per byte
 INVARIANT_CHECK_INTERVAL = 10.0  # virtual seconds
-# Connecting costs a TCP and a Noise handshake: about three one-way trips.
+# Connecting costs a TCP and a Noise handshake: about three one-way trips; a refused
+# connection costs one round trip.
 HANDSHAKE_ONE_WAY_TRIPS = 3
+REFUSED_ONE_WAY_TRIPS = 2
+SIM_PORT = 26656
+EPHEMERAL_PORTS = (32768, 60999)  # Linux's default range: the port an inbound peer shows
 
 
 class World:
@@ -53,6 +68,7 @@ class World:
         self.wallets = [SecretKey.generate(keys) for _ in range(config.wallets)]
         self.authority_keys = [SecretKey.generate(keys) for _ in range(config.authorities)]
         node_keys = [SecretKey.generate(keys) for _ in range(config.nodes)]
+        self.node_ids = [key.public_key for key in node_keys]
         self.genesis = make_genesis(
             ChainMode.PRIVATE,
             chain_name=f"sim-{config.name}"[:64],
@@ -78,12 +94,14 @@ class World:
         )
         self.network.deliver = self._deliver
         self.network.sever = self._sever
-        self._dial_tokens: dict[tuple[int, int], int] = {}  # the live dial of each link
-        self._backoff: dict[tuple[int, int], float] = {}
-        self._redial_rng = self.sim.rng("redial")
+        self._ephemeral = EPHEMERAL_PORTS[0]
         verifier = CachingVerifier()
         self.peer_names = [str(index) for index in range(config.nodes)]
         self.block_pool: dict[bytes, bytes] = {}  # one copy of each block's bytes
+        self.addresses = [host_address(index, config) for index in range(config.nodes)]
+        self.by_address = {address: index for index, address in enumerate(self.addresses)}
+        self.topology = self._static_topology(self.sim.rng("topology"))
+        persistent = self.topology
         self.hosts = [
             SimHost(
                 index,
@@ -91,12 +109,13 @@ class World:
                 NodeConfig(
                     self.genesis,
                     self.authority_keys[index] if index < config.authorities else None,
+                    peers=self._peer_config(index, persistent[index]),
                 ),
                 verifier,
+                self.addresses[index],
             )
             for index in range(config.nodes)
         ]
-        self._build_topology(self.sim.rng("topology"))
         self.adversaries: list[Adversary] = make_adversaries(self, config.adversaries)
         self.invariants: list[Invariant] = [
             NoConflictingFinality(),
@@ -110,16 +129,42 @@ class World:
 
     # --- building -------------------------------------------------------------------
 
-    def _build_topology(self, rng: random.Random) -> None:
+    def _static_topology(self, rng: random.Random) -> list[list[int]]:
+        """Each node's chosen neighbours (none with discovery: the nodes find them)."""
         count, degree = self.config.nodes, self.config.out_degree
-        for host in self.hosts:
-            others = [i for i in range(count) if i != host.index]
+        chosen: list[list[int]] = [[] for _ in range(count)]
+        if self.config.discovery:
+            return chosen
+        linked: set[tuple[int, int]] = set()
+        for index in range(count):
+            others = [i for i in range(count) if i != index]
             for peer in rng.sample(others, min(degree, len(others))):
-                if peer in host.links:
-                    continue
-                host.outbound.add(peer)
-                host.links.append(peer)
-                self.hosts[peer].links.append(host.index)
+                if (peer, index) not in linked:  # one session per pair, as on TCP
+                    linked.add((index, peer))
+                    chosen[index].append(peer)
+        return chosen
+
+    def neighbours(self, index: int) -> set[int]:
+        """A node's links in the static topology, whichever side dials."""
+        linked = {b for a, chosen in enumerate(self.topology) for b in chosen if a == index}
+        return linked | {a for a, chosen in enumerate(self.topology) if index in chosen}
+
+    def _peer_config(self, index: int, neighbours: list[int]) -> PeerConfig:
+        config = self.config
+        bootstrap = range(min(config.bootstrap_nodes, config.nodes))
+        return PeerConfig(
+            node_id=self.node_ids[index],
+            listen=self.addresses[index],
+            bootstrap=tuple(self.addresses[b] for b in bootstrap if b != index),
+            persistent=tuple(
+                PersistentPeer(self.addresses[p], self.node_ids[p]) for p in neighbours
+            ),
+            discovery=config.discovery,
+            outbound_full_relay=config.out_degree,
+            block_relay_only=config.block_relay_only if config.discovery else 0,
+            max_inbound=config.max_inbound,
+            groups=GroupPolicy(),
+        )
 
     def online(self) -> list[SimHost]:
         return [host for host in self.hosts if host.online]
@@ -133,50 +178,68 @@ class World:
 
     # --- links ----------------------------------------------------------------------
 
-    def connect(self, a: int, b: int) -> None:
-        """`a` dials `b` now; the session is up after the TCP and Noise handshakes."""
-        if b in self.hosts[a].connected:
+    def dial(self, a: int, request: Dial) -> None:
+        """`a` dials an address: a session after the handshakes, or a `DialFailed`."""
+        b = self.by_address.get(request.address)
+        if b is None or b == a:
+            self.sim.after(
+                DIAL_TIMEOUT, self._dial_failed, a, request, "timed out", self.hosts[a].starts
+            )
             return
-        token = self._dial_tokens.get((a, b), 0) + 1
-        self._dial_tokens[a, b] = token
         delay = HANDSHAKE_ONE_WAY_TRIPS * self.network.latency(a, b)
-        self.sim.after(delay, self._established, a, b, token)
+        self.sim.after(delay, self._established, a, b, request, self.hosts[a].starts)
 
-    def _established(self, a: int, b: int, token: int) -> None:
-        if self._dial_tokens.get((a, b)) != token:
-            return  # a newer dial (after a restart) superseded this one
+    def _dial_failed(self, a: int, request: Dial, reason: str, generation: int) -> None:
+        host = self.hosts[a]
+        if host.starts == generation:  # not a dial of a process that has since died
+            host.feed(DialFailed(request.address, reason))
+
+    def _established(self, a: int, b: int, request: Dial, generation: int) -> None:
         first, second = self.hosts[a], self.hosts[b]
-        if not first.online or b in first.connected:
+        if first.starts != generation or not first.online:
             return
         if not second.online or self.network.cut(a, b):
-            self._redial(a, b)
+            first.feed(DialFailed(request.address, "connection refused"))
             return
-        self._backoff.pop((a, b), None)  # it worked: the next redial comes soon
-        first.peer_connected(b)
-        second.peer_connected(a)
-
-    def _redial(self, a: int, b: int) -> None:
-        """Dial a configured peer again later, as the runtime does: 1 s doubling to 60 s."""
-        if b not in self.hosts[a].outbound or not self.hosts[a].online:
+        if b in first.connected:
+            first.feed(DialFailed(request.address, "already connected"))
             return
-        delay = self._backoff.get((a, b), REDIAL_INITIAL_DELAY)
-        self._backoff[a, b] = min(delay * 2, REDIAL_MAX_DELAY)
-        token = self._dial_tokens.get((a, b), 0) + 1
-        self._dial_tokens[a, b] = token
-        jitter = 0.5 + self._redial_rng.random()
-        self.sim.after(delay * jitter, self._redial_due, a, b, token)
-
-    def _redial_due(self, a: int, b: int, token: int) -> None:
-        if self._dial_tokens.get((a, b)) == token and self.hosts[a].online:
-            self.connect(a, b)
+        first.connected.add(b)
+        second.connected.add(a)
+        self._ephemeral = (
+            self._ephemeral + 1 if self._ephemeral < EPHEMERAL_PORTS[1] else EPHEMERAL_PORTS[0]
+        )
+        seen_from = NetAddress(first.address.ip, self._ephemeral)
+        first.peer_connected(
+            b,
+            PeerConnected(
+                self.peer_names[b],
+                True,
+                self.node_ids[b],
+                second.address,
+                second.address,
+                request.kind,
+            ),
+        )
+        if a in second.connected:  # still: a feeler or a refusal may have ended it
+            second.peer_connected(
+                a,
+                PeerConnected(
+                    self.peer_names[a],
+                    False,
+                    self.node_ids[a],
+                    seen_from,
+                    first.address,
+                    ConnectionKind.INBOUND,
+                ),
+            )
 
     def disconnect(self, a: int, b: int, reason: str) -> None:
-        """Close the session between `a` and `b`; whichever dialled will redial."""
+        """Close the session between `a` and `b`; their peer managers take it from there."""
         for here, there in ((a, b), (b, a)):
             host = self.hosts[here]
             if there in host.connected:
                 host.peer_disconnected(there, reason)
-                self._redial(here, there)
 
     def _sever(self, partition: Partition) -> None:
         """TCP gave up on a long partition: close every session it cuts."""
@@ -313,3 +376,11 @@ class World:
             },
             "invariant_violations": self.violations,
         }
+
+
+def host_address(index: int, config: SimConfig) -> NetAddress:
+    """A public-looking IPv4 address: node `index` in /16 group `index % groups`."""
+    groups = config.groups or config.nodes
+    group = index % groups
+    ip = bytes([20 + group // 256, group % 256, index // 256 % 256, index % 256])
+    return NetAddress(ip, SIM_PORT)

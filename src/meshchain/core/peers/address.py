@@ -10,6 +10,8 @@ that tests on 127.0.0.0/8 and the simulator's 10.0.0.0/8 can emulate many groups
 
 from __future__ import annotations
 
+import enum
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
@@ -22,6 +24,9 @@ from meshchain.errors import MeshchainError
 IPV4_GROUP_BITS = 16  # Bitcoin Core: an IPv4 /16 is one group
 IPV6_GROUP_BITS = 32  # and an IPv6 /32
 IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+ADDRESS_KIND_CACHE = 1 << 16  # IPs whose kind (public, local, unusable) is remembered
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 IpBytes = Annotated[bytes, msgspec.Meta(min_length=4, max_length=16)]
 
@@ -109,11 +114,24 @@ class GroupPolicy:
         """Worth storing and dialling: a unicast address with a port, local only if allowed."""
         if address.port == 0:
             return False
-        ip = ipaddress.ip_address(address.ip)
-        if ip.is_unspecified or ip.is_multicast or ip.is_reserved or ip.is_link_local:
-            return False
-        if isinstance(ip, ipaddress.IPv4Address) and ip == ipaddress.IPv4Address("255.255.255.255"):
-            return False
-        if ip.is_loopback or ip.is_private:
-            return self.allow_local
-        return True
+        kind = _address_kind(address.ip)
+        return kind is _Kind.PUBLIC or (kind is _Kind.LOCAL and self.allow_local)
+
+
+class _Kind(enum.Enum):
+    UNUSABLE = 0
+    LOCAL = 1
+    PUBLIC = 2
+
+
+@functools.lru_cache(maxsize=ADDRESS_KIND_CACHE)
+def _address_kind(packed: bytes) -> _Kind:
+    """Classify an IP once: the address book asks about the same addresses again and again."""
+    ip = ipaddress.ip_address(packed)
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or ip.is_link_local:
+        return _Kind.UNUSABLE
+    if ip == _BROADCAST:
+        return _Kind.UNUSABLE
+    if ip.is_loopback or ip.is_private:
+        return _Kind.LOCAL
+    return _Kind.PUBLIC

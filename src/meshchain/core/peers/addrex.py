@@ -1,0 +1,200 @@
+"""Peer exchange: GetAddr and Addr, self-advertisement and address relay.
+
+Bitcoin's rules, which keep the exchange useful to honest nodes and cheap to bound:
+- we ask only outbound peers (GetAddr once per connection) and answer only inbound ones,
+  once, from a cached sample, so a peer cannot map our book by asking again and again;
+- addresses a peer sends pass through its token bucket (0.1 a second, 1,000 deep, plus
+  1,000 when we asked it for some); the rest are dropped and counted;
+- a node announces its own listen address to the peers it dials, and small unsolicited
+  `Addr` messages of fresh addresses are forwarded to two peers picked by a keyed hash
+  of the address, so a new node becomes known across the network within seconds;
+- block-relay-only and feeler connections carry no addresses at all.
+In consortium and private chains only members' addresses are stored, relayed or dialled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from meshchain.core.events import Action, ConnectionKind, PeerId, Send
+from meshchain.core.peers.address import NetAddress
+from meshchain.core.peers.bans import Offence
+from meshchain.core.peers.limits import TokenBucket
+from meshchain.core.wire.messages import MAX_ADDR_PER_MESSAGE, Addr, AddrEntry, GetAddr
+
+if TYPE_CHECKING:
+    from meshchain.core.peers.manager import PeerManager, PeerRecord
+
+ADDR_RATE = 0.1  # Bitcoin MAX_ADDR_RATE_PER_SECOND
+ADDR_BUCKET = float(MAX_ADDR_PER_MESSAGE)  # Bitcoin MAX_ADDR_PROCESSING_TOKEN_BUCKET
+ADDR_TIME_PENALTY = 2 * 3600.0  # Bitcoin: relayed addresses are taken as 2 hours older
+MAX_ADDR_TO_RELAY = 10  # Bitcoin relays only Addr messages of at most 10 addresses
+ADDR_RELAY_FANOUT = 2  # ...each address to 2 peers
+ADDR_FRESH_AGE = 600.0  # ...if it was seen in the last 10 minutes
+GETADDR_CACHE_LIFETIME = 24 * 3600.0  # Bitcoin caches its GetAddr answer for ~24 h
+GETADDR_MAX_PERCENT = 23  # Bitcoin MAX_PCT_ADDR_TO_SEND
+# Beyond these a peer is punished (the offence table says how): it keeps sending what
+# its bucket drops, or addresses no node could use.
+ADDR_FLOOD_LIMIT = 10 * MAX_ADDR_PER_MESSAGE
+BAD_ADDR_LIMIT = MAX_ADDR_PER_MESSAGE
+GETADDR_REPEAT_LIMIT = 10  # GetAddr after the answered one, before it counts as spam
+RELAY_KEY_EPOCH = 24 * 3600.0  # Bitcoin re-picks relay targets for an address daily
+# Addresses each peer is known to have (it sent them, or we did): never sent to it again.
+# Bitcoin's m_addr_known, a rolling filter of 5,000; here the oldest are forgotten first.
+MAX_KNOWN_ADDRESSES = 5000
+
+
+@dataclass(slots=True)
+class AddrPeerState:
+    bucket: TokenBucket
+    asked: bool = False  # we sent GetAddr
+    answered: bool = False  # we answered its GetAddr
+    repeats: int = 0  # GetAddr after that
+    dropped: int = 0  # addresses over the rate limit
+    bad: int = 0  # unusable or absurdly timestamped addresses
+    known: dict[NetAddress, None] = field(default_factory=dict)  # insertion-ordered set
+
+    def learn(self, address: NetAddress) -> bool:
+        """Note that the peer has this address; False if it was noted already."""
+        known = self.known
+        if address in known:
+            return False
+        if len(known) >= MAX_KNOWN_ADDRESSES:
+            del known[next(iter(known))]
+        known[address] = None
+        return True
+
+
+class AddressExchange:
+    def __init__(self, manager: PeerManager) -> None:
+        self._manager = manager
+        self._peers: dict[PeerId, AddrPeerState] = {}
+        self._cache: list[AddrEntry] = []
+        self._cache_expires = 0.0
+        self._relay_key = manager.rng.randbytes(32)
+
+    def own_entry(self, now: float) -> AddrEntry | None:
+        listen = self._manager.config.listen
+        if listen is None:
+            return None
+        return AddrEntry(
+            listen, self._manager.config.node_id, self._manager.config.services, int(now)
+        )
+
+    @staticmethod
+    def entries_for(addresses: tuple[NetAddress, ...], now: float) -> list[AddrEntry]:
+        return [AddrEntry(address, b"", 0, int(now)) for address in addresses]
+
+    # --- connection events ------------------------------------------------------------
+
+    def on_connected(self, record: PeerRecord, now: float) -> list[Action]:
+        if record.kind in (ConnectionKind.BLOCK_RELAY, ConnectionKind.FEELER):
+            return []
+        state = AddrPeerState(TokenBucket(ADDR_RATE, ADDR_BUCKET, now, initial=1.0))
+        self._peers[record.peer] = state
+        manager = self._manager
+        listen = record.listen
+        if listen is not None and self._wanted(record.node_id):
+            # The peer's own word for where it listens: as fresh as an address gets.
+            source = record.address
+            manager.book.add([AddrEntry(listen, record.node_id, 0, int(now))], source, now)
+            if manager.config.members is not None:
+                manager.add_persistent(listen, record.node_id)
+        if record.kind is ConnectionKind.INBOUND:
+            return []
+        state.asked = True
+        state.bucket.add(ADDR_BUCKET)
+        actions: list[Action] = [Send(record.peer, GetAddr())]
+        own = self.own_entry(now)
+        if own is not None:
+            state.learn(own.address)
+            actions.append(Send(record.peer, Addr([own])))
+        return actions
+
+    def on_disconnected(self, peer: PeerId) -> None:
+        self._peers.pop(peer, None)
+
+    # --- messages ---------------------------------------------------------------------
+
+    def on_get_addr(self, peer: PeerId, now: float) -> list[Action]:
+        record, state = self._manager.peers.get(peer), self._peers.get(peer)
+        if record is None or state is None or record.kind is not ConnectionKind.INBOUND:
+            return []  # Bitcoin answers inbound peers only: no fingerprinting by peers we chose
+        if state.answered:
+            state.repeats += 1
+            if state.repeats > GETADDR_REPEAT_LIMIT:
+                return self._manager.punish(peer, Offence.GETADDR_SPAM, now, "GetAddr spam")
+            return []
+        state.answered = True
+        return [Send(peer, Addr(self._sample(now)))]
+
+    def on_addr(self, peer: PeerId, message: Addr, now: float) -> list[Action]:
+        manager = self._manager
+        record, state = manager.peers.get(peer), self._peers.get(peer)
+        if record is None or state is None:
+            return []
+        entries = message.entries
+        admitted: list[AddrEntry] = []
+        for entry in entries:
+            state.learn(entry.address)
+            if state.bucket.take(now):
+                admitted.append(entry)
+            else:
+                state.dropped += 1
+        wanted = [e for e in admitted if self._wanted(e.node_id)]
+        result = manager.book.add(wanted, record.address, now, ADDR_TIME_PENALTY)
+        state.bad += result.unusable + result.bad_time
+        if manager.config.members is not None:
+            for entry in wanted:
+                manager.add_persistent(entry.address, entry.node_id)
+        if state.dropped > ADDR_FLOOD_LIMIT:
+            return manager.punish(peer, Offence.ADDR_FLOOD, now, f"{state.dropped} over limit")
+        if state.bad > BAD_ADDR_LIMIT:
+            return manager.punish(peer, Offence.BAD_ADDRESSES, now, f"{state.bad} unusable")
+        solicited = state.asked and len(entries) > MAX_ADDR_TO_RELAY
+        if solicited:
+            state.asked = False  # the answer to our GetAddr: stored, not relayed
+            return []
+        if len(entries) > MAX_ADDR_TO_RELAY:
+            return []
+        return self._relay(peer, wanted, now)
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _wanted(self, node_id: bytes) -> bool:
+        members = self._manager.config.members
+        return members is None or node_id in members
+
+    def _sample(self, now: float) -> list[AddrEntry]:
+        """The cached answer to GetAddr: the same sample for a day (Bitcoin's cache)."""
+        if now >= self._cache_expires:
+            sample = self._manager.book.get_addr(now, MAX_ADDR_PER_MESSAGE, GETADDR_MAX_PERCENT)
+            own = self.own_entry(now)
+            if own is not None and len(sample) < MAX_ADDR_PER_MESSAGE:
+                sample.append(own)
+            self._cache = [e for e in sample if self._wanted(e.node_id)]
+            self._cache_expires = now + GETADDR_CACHE_LIFETIME
+        return self._cache
+
+    def _relay(self, source: PeerId, entries: list[AddrEntry], now: float) -> list[Action]:
+        """Forward fresh addresses to two full-relay peers chosen by a keyed hash."""
+        manager = self._manager
+        peers = self._peers
+        targets = [p for p in peers if p != source]  # only connections that carry addresses
+        if not targets:
+            return []
+        batches: dict[PeerId, list[AddrEntry]] = {}
+        epoch = int(now // RELAY_KEY_EPOCH).to_bytes(8, "big")
+        for entry in entries:
+            if not 0 <= now - entry.seen <= ADDR_FRESH_AGE:
+                continue
+            if not manager.config.groups.is_usable(entry.address):
+                continue
+            seed = self._relay_key + epoch + entry.address.ip + entry.address.port.to_bytes(2)
+            ranked = sorted(targets, key=lambda p: hashlib.blake2b(seed + p.encode()).digest())
+            for peer in ranked[:ADDR_RELAY_FANOUT]:
+                if peers[peer].learn(entry.address):
+                    batches.setdefault(peer, []).append(entry)
+        return [Send(peer, Addr(batch)) for peer, batch in batches.items()]
