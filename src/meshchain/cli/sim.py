@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -24,6 +24,10 @@ from rich.progress import (
 from rich.text import Text
 
 from meshchain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from meshchain.sim.config import SimConfig
+    from meshchain.sim.world import World
 
 EXIT_VIOLATION = 1
 EXIT_BAD_SCENARIO = 2
@@ -62,7 +66,6 @@ def run(scenario: Path, seed: int, out_dir: Path, quiet: bool) -> None:
 
     The same scenario and seed always give a byte-identical report.json.
     """
-    from meshchain.sim.report import PLOT_FILES, write_report
     from meshchain.sim.scenario import load_scenario
     from meshchain.sim.world import World
 
@@ -77,6 +80,10 @@ def run(scenario: Path, seed: int, out_dir: Path, quiet: bool) -> None:
         sys.exit(EXIT_BAD_SCENARIO)
 
     started = time.perf_counter()
+    if config.repeat > 1:
+        world, report = _run_repeated(config, seed, quiet, stderr)
+        _finish(world, report, out_dir, time.perf_counter() - started)
+        return
     try:
         if quiet:
             world.run()
@@ -94,9 +101,34 @@ def run(scenario: Path, seed: int, out_dir: Path, quiet: bool) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted; no report written", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    wall = time.perf_counter() - started
+    _finish(world, world.report(), out_dir, time.perf_counter() - started)
 
-    report = world.report()
+
+def _run_repeated(
+    config: SimConfig, seed: int, quiet: bool, stderr: Console
+) -> tuple[World, dict[str, Any]]:
+    from meshchain.sim.repeat import run_repeated
+
+    try:
+        if quiet:
+            return run_repeated(config, seed)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} runs"),
+            TimeElapsedColumn(),
+            console=stderr,
+        ) as progress:
+            task = progress.add_task(config.name, total=config.repeat)
+            return run_repeated(config, seed, lambda done: progress.update(task, completed=done))
+    except KeyboardInterrupt:
+        click.echo("interrupted; no report written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _finish(world: World, report: dict[str, Any], out_dir: Path, wall: float) -> None:
+    from meshchain.sim.report import PLOT_FILES, write_report
+
     path = write_report(world, out_dir, report=report)
     _summary(report, wall)
     click.echo(f"report: {path}")

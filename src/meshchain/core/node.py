@@ -274,8 +274,13 @@ class Node:
             error = update.error
             actions.append(BlockRejected(update.block_hash, error.code, error.detail, peer))
             if peer is not None and error.code in PEER_FAULTS:
+                offence = (
+                    Offence.INVALID_CONSENSUS_PROOF
+                    if error.code is RejectCode.BAD_CONSENSUS
+                    else Offence.INVALID_BLOCK
+                )
                 actions += self.peer_manager.punish(
-                    peer, Offence.INVALID_BLOCK, now, f"sent an invalid block: {error}"
+                    peer, offence, now, f"sent an invalid block: {error}"
                 )
         if update.result in (AddBlockResult.DUPLICATE, AddBlockResult.INVALID):
             return actions

@@ -60,6 +60,11 @@ class NodeDriver:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.observers: list[Callable[[Action], None]] = []
         self.transport: Transport | None = None
+        # Once stopped, the node's clock stands still and it opens no connection: the
+        # transport closing afterwards still reports disconnections, and the node answers
+        # them with dial timers that would otherwise run a headless node on (a node
+        # restarted in the same process would meet its own ghost, same identity).
+        self.stopped = False
 
     def feed(self, event: Input) -> list[Action]:
         actions = self.node.handle(event, self.clock())
@@ -67,12 +72,19 @@ class NodeDriver:
             self._execute(action)
         return actions
 
+    def execute(self, actions: list[Action]) -> None:
+        """Carry out actions the node returned outside `handle`: an operator's call such
+        as `node.peer_manager.ban(...)` returns the disconnections it implies."""
+        for action in actions:
+            self._execute(action)
+
     def _execute(self, action: Action) -> None:
         for observer in self.observers:
             observer(action)
         match action:
             case ScheduleTimer(timer, at):
-                self._schedule(timer, at)
+                if not self.stopped:
+                    self._schedule(timer, at)
             case Send(peer, message):
                 if self.transport is not None:
                     self.transport.send(peer, message)
@@ -82,7 +94,7 @@ class NodeDriver:
                     self.transport.disconnect(peer, reason)
             case Dial(address, kind, _):
                 log.debug("dial %s (%s)", address, kind.value)
-                if self.transport is not None:
+                if self.transport is not None and not self.stopped:
                     self.transport.dial_for_node(action)
             case PeerPunished(peer, offence, penalty, _):
                 log.warning("peer %s: %s -> %s", peer[:16], offence, penalty)
@@ -106,6 +118,8 @@ class NodeDriver:
 
     def _fire(self, timer: str) -> None:
         self._timers.pop(timer, None)
+        if self.stopped:
+            return
         try:
             self.feed(TimerFired(timer))
         except Exception:  # a bug must not silently stop the node's clock
@@ -114,6 +128,9 @@ class NodeDriver:
 
     def stop(self) -> None:
         """Stop the clock, and let the node save what it keeps across restarts."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.feed(NodeStopping())
         for handle in self._timers.values():
             handle.cancel()

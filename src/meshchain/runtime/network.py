@@ -111,6 +111,10 @@ class PeerConnection(asyncio.BufferedProtocol):
                 self.remote = None
         if not self.service.admit(self):
             transport.abort()
+            if self.dial is not None:
+                # The node waits for an answer to every Dial: without one the address
+                # stays "in flight" and is not dialled again.
+                self.service.dial_refused(self.dial, "connection limit reached")
             return
         self.session = self.service.new_session(self)
         self._after_activity()
@@ -249,6 +253,10 @@ class P2PConfig:
     timeouts: SessionTimeouts = field(default_factory=SessionTimeouts)
     max_connections: int = MAX_CONNECTIONS
     bandwidth: BandwidthLimits = field(default_factory=BandwidthLimits)
+    # The local IP outbound connections leave from ("": the OS picks). A multi-homed host
+    # picks its interface; tests give each node its own 127.x address, which the peers'
+    # bans, per-IP limits and address groups then see.
+    source_address: str = ""
 
 
 class P2PService:
@@ -268,6 +276,7 @@ class P2PService:
         self.peers: dict[str, PeerConnection] = {}
         self._server: asyncio.Server | None = None
         self._dialers: set[asyncio.Task[None]] = set()
+        self._closing = False  # close() began: no new connection either way
         driver.transport = self
 
     # --- lifecycle --------------------------------------------------------------------
@@ -283,6 +292,8 @@ class P2PService:
 
     def dial_for_node(self, request: Dial) -> None:
         """Execute the node's `Dial`; a failure comes back to it as `DialFailed`."""
+        if self._closing:
+            return
         self._dialers.add(task := asyncio.create_task(self._dial_for_node(request)))
         task.add_done_callback(self._dialers.discard)
 
@@ -300,13 +311,18 @@ class P2PService:
         port: int,
         expected_identity: bytes | None = None,
         request: Dial | None = None,
+        source: str | None = None,
     ) -> PeerConnection:
+        """Connect to a peer (from `source`, or the configured source address); the
+        session then runs on its own. A failure to connect raises OSError/TimeoutError."""
         loop = asyncio.get_running_loop()
+        local = source if source is not None else self.config.source_address
         _, protocol = await asyncio.wait_for(
             loop.create_connection(
                 lambda: self._outbound(host, port, expected_identity, request),
                 host,
                 port,
+                local_addr=(local, 0) if local else None,
             ),
             DIAL_TIMEOUT,
         )
@@ -322,6 +338,7 @@ class P2PService:
         return connection
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._dialers:
             task.cancel()
         if self._server is not None:
@@ -337,6 +354,8 @@ class P2PService:
     # --- connections --------------------------------------------------------------------
 
     def admit(self, connection: PeerConnection) -> bool:
+        if self._closing:
+            return False
         if len(self.connections) >= self.config.max_connections:
             log.info("refused %s: %d connections open", connection.label, len(self.connections))
             return False
@@ -350,6 +369,11 @@ class P2PService:
 
     def forget(self, connection: PeerConnection) -> None:
         self.connections.discard(connection)
+
+    def dial_refused(self, request: Dial, reason: str) -> None:
+        """A connection the node asked for that we closed before its session began."""
+        if not self._closing:
+            self.driver.feed(DialFailed(request.address, reason))
 
     def new_session(self, connection: PeerConnection) -> SecureSession:
         chain = self.driver.node.chain
@@ -381,9 +405,13 @@ class P2PService:
                 log.debug("handshake with %s done: node %s", connection.label, identity.hex()[:16])
             case SessionEstablished(hello):
                 peer_id = hello.node_id.hex()
-                if peer_id in self.peers:
-                    connection.close(GoodbyeCode.DUPLICATE_CONNECTION, "already connected")
-                    return
+                existing = self.peers.get(peer_id)
+                if existing is not None:
+                    if not self._supersedes(connection, existing, hello.node_id):
+                        connection.close(GoodbyeCode.DUPLICATE_CONNECTION, "already connected")
+                        return
+                    # Its SessionClosed, handled at once, tells the node it went.
+                    existing.close(GoodbyeCode.DUPLICATE_CONNECTION, "simultaneous connection")
                 connection.peer_id = peer_id
                 self.peers[peer_id] = connection
                 log.info(
@@ -403,7 +431,8 @@ class P2PService:
                         peer_id,
                         outbound=connection.initiator,
                         node_id=hello.node_id,
-                        address=connection.remote,
+                        # Dialled: the address the node asked for, whatever the socket says.
+                        address=dial.address if dial is not None else connection.remote,
                         listen=_listen_address(hello.listen_address),
                         kind=kind,
                     )
@@ -421,9 +450,23 @@ class P2PService:
                 known = connection.peer_id
                 if known is not None and self.peers.get(known) is connection:
                     del self.peers[known]
+                    # Released: messages decoded in the same read as the close (the rest
+                    # of a flood after the offence that ended it) go nowhere.
+                    connection.peer_id = None
                     self.driver.feed(PeerDisconnected(known, reason))
                 elif known is None and connection.dial is not None:
                     self.driver.feed(DialFailed(connection.dial.address, reason))
+
+    def _supersedes(self, new: PeerConnection, old: PeerConnection, remote: bytes) -> bool:
+        """Two nodes that dial each other at once both end up with two sessions, and each
+        would keep the one established first: on opposite connections, as the side that
+        answers a dial establishes its session a round trip before the side that dialled.
+        Both sides instead keep the connection dialled by the lower identity key. Two
+        connections the same way round keep the older."""
+        if new.initiator == old.initiator:
+            return False
+        ours = self.config.identity.public_key
+        return (ours if new.initiator else remote) < (remote if new.initiator else ours)
 
     # --- what the node asks of us (NodeDriver calls these) --------------------------------
 

@@ -188,3 +188,8 @@ def summarize(adversaries: Sequence[Adversary]) -> dict[str, dict[str, int]]:
         seen = set().union(*(spy.first_seen for spy in spies))
         kinds["spy"]["transactions_seen_by_any"] = len(seen)
     return {kind: dict(sorted(row.items())) for kind, row in sorted(kinds.items())}
+
+
+# Behaviours in their own modules register themselves in ADVERSARIES when imported; they
+# import this module, so this import comes last.
+import meshchain.sim.eclipse  # noqa: E402, F401

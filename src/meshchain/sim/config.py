@@ -39,6 +39,16 @@ class ChurnSpec:
 
 
 @dataclass(frozen=True)
+class ReplaceSpec:
+    """Every `interval` seconds, `fraction` of the nodes leave for good and as many new
+    nodes (fresh keys, addresses and stores) join, from `start` until the settle period."""
+
+    interval: float
+    fraction: float
+    start: float = 0.0
+
+
+@dataclass(frozen=True)
 class CrashSpec:
     node: int
     at: float
@@ -47,15 +57,23 @@ class CrashSpec:
 
 @dataclass(frozen=True)
 class AdversarySpec:
-    kind: str  # spy | silent | crash | dropper
+    kind: str  # spy | silent | crash | dropper | eclipse
     nodes: tuple[int, ...]
     drop_probability: float = 1.0  # dropper
+    # eclipse: the victim, the attacker's addresses and their groups, when the victim
+    # restarts, and the largest share of runs in which it may be fully eclipsed.
+    victim: int = 0
+    fake_addresses: int = 10_000
+    attack_groups: int = 8
+    restart_at: float | None = None
+    max_eclipse_probability: float = 0.01
 
 
 @dataclass(frozen=True)
 class SimConfig:
     name: str = "unnamed"
     description: str = ""
+    repeat: int = 1  # runs, with seeds seed .. seed + repeat - 1, reported together
     nodes: int = 50
     out_degree: int = 8  # static topology: links each node dials; discovery: its target
     # Discovery: nodes start from the first `bootstrap_nodes` nodes and find the rest by
@@ -66,6 +84,9 @@ class SimConfig:
     max_inbound: int = 117
     # Address groups (IPv4 /16 networks) the nodes are spread over; 0: one per node.
     groups: int = 0
+    # Discovery invariants: how long an honest node may be short of its outbound targets
+    # (or, having just joined, outside the connected graph).
+    target_grace: float = 60.0
     duration: float = 120.0  # virtual seconds
     settle: float = 30.0  # final seconds without new transactions or faults
     latency: LatencySpec = field(default_factory=LatencySpec)
@@ -79,5 +100,22 @@ class SimConfig:
     finality_depth: int = 6  # blocks buried this deep count as final (PoA has no votes)
     partitions: tuple[PartitionSpec, ...] = ()
     churn: ChurnSpec | None = None
+    replace: ReplaceSpec | None = None
     crashes: tuple[CrashSpec, ...] = ()
     adversaries: tuple[AdversarySpec, ...] = ()
+
+    @property
+    def spare_nodes(self) -> int:
+        """Nodes that start offline and join as replacements (`replace`)."""
+        spec = self.replace
+        if spec is None:
+            return 0
+        quiet_from = max(0.0, self.duration - self.settle)
+        rounds = (
+            0 if spec.start > quiet_from else int((quiet_from - spec.start) // spec.interval) + 1
+        )
+        return rounds * round(spec.fraction * self.nodes)
+
+    @property
+    def total_nodes(self) -> int:
+        return self.nodes + self.spare_nodes

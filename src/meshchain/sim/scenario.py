@@ -30,6 +30,7 @@ from meshchain.sim.config import (
     CrashSpec,
     LatencySpec,
     PartitionSpec,
+    ReplaceSpec,
     SimConfig,
 )
 from meshchain.sim.world import WALLET_FUNDS
@@ -74,6 +75,12 @@ class _Network(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     download_bps: Bandwidth | None = None
     loss: Annotated[float, msgspec.Meta(ge=0, lt=1)] = _DEFAULT.loss
     latency: _Latency = msgspec.field(default_factory=_Latency)
+    discovery: bool = _DEFAULT.discovery
+    bootstrap_nodes: Annotated[int, msgspec.Meta(ge=1)] = _DEFAULT.bootstrap_nodes
+    block_relay_only: Annotated[int, msgspec.Meta(ge=0, le=64)] = _DEFAULT.block_relay_only
+    max_inbound: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = _DEFAULT.max_inbound
+    groups: Annotated[int, msgspec.Meta(ge=0, le=65_536)] = _DEFAULT.groups
+    target_grace: Interval = _DEFAULT.target_grace
 
 
 class _Workload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -99,6 +106,12 @@ class _Churn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     start: Seconds = 0.0
 
 
+class _Replace(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    interval: Interval
+    fraction: Annotated[float, msgspec.Meta(gt=0, le=1)]
+    start: Seconds = 0.0
+
+
 class _Crash(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     node: int
     at: Seconds
@@ -108,6 +121,7 @@ class _Crash(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class _Faults(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     partitions: list[_Partition] = []
     churn: _Churn | None = None
+    replace: _Replace | None = None
     crashes: list[_Crash] = []
 
 
@@ -115,11 +129,17 @@ class _Adversary(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     kind: str
     nodes: NodeRefs
     drop_probability: Probability | None = None  # dropper only
+    victim: int | None = None  # eclipse only, and so are the four below
+    fake_addresses: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    attack_groups: Annotated[int, msgspec.Meta(ge=1, le=65_536)] | None = None
+    restart_at: Seconds | None = None
+    max_eclipse_probability: Probability | None = None
 
 
 class _Scenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
     description: str = ""
+    repeat: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
     duration: Interval
     settle: Seconds = _DEFAULT.settle
     finality_depth: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = _DEFAULT.finality_depth
@@ -180,12 +200,18 @@ def _build(s: _Scenario) -> SimConfig:
             f"{work.authorities} authorities but only {nodes} nodes (authorities run on "
             "nodes 0..authorities-1)",
         )
+    if net.bootstrap_nodes > nodes:
+        raise _InvalidError(
+            "$.network.bootstrap_nodes",
+            f"{net.bootstrap_nodes} bootstrap nodes but only {nodes} nodes",
+        )
     if s.settle > s.duration:
         raise _InvalidError("$.settle", f"settle {s.settle} is longer than duration {s.duration}")
     quiet_from = s.duration - s.settle
     return SimConfig(
         name=s.name,
         description=s.description,
+        repeat=s.repeat,
         nodes=nodes,
         out_degree=net.out_degree,
         duration=s.duration,
@@ -204,9 +230,20 @@ def _build(s: _Scenario) -> SimConfig:
             for i, p in enumerate(s.faults.partitions)
         ),
         churn=_churn(s.faults.churn, nodes, quiet_from),
+        replace=_replace(s.faults.replace),
+        discovery=net.discovery,
+        bootstrap_nodes=net.bootstrap_nodes,
+        block_relay_only=net.block_relay_only,
+        max_inbound=net.max_inbound,
+        groups=net.groups,
+        target_grace=net.target_grace,
         crashes=_crashes(s.faults.crashes, nodes, quiet_from),
         adversaries=_adversaries(s.adversaries, nodes),
     )
+
+
+def _replace(spec: _Replace | None) -> ReplaceSpec | None:
+    return None if spec is None else ReplaceSpec(spec.interval, spec.fraction, spec.start)
 
 
 def _latency(spec: _Latency) -> LatencySpec:
@@ -407,12 +444,36 @@ def _adversaries(adversaries: list[_Adversary], nodes: int) -> tuple[AdversarySp
                     f"node {node} is already an adversary in adversaries[{taken[node]}]",
                 )
             taken[node] = i
-        probability = a.drop_probability
-        result.append(
-            AdversarySpec(
-                a.kind,
-                members,
-                probability if probability is not None else AdversarySpec.drop_probability,
-            )
-        )
+        result.append(_adversary_spec(a, path, members, nodes))
     return tuple(result)
+
+
+_ECLIPSE_KEYS = (
+    "victim",
+    "fake_addresses",
+    "attack_groups",
+    "restart_at",
+    "max_eclipse_probability",
+)
+
+
+def _adversary_spec(
+    a: _Adversary, path: str, members: tuple[int, ...], nodes: int
+) -> AdversarySpec:
+    given = {key: getattr(a, key) for key in _ECLIPSE_KEYS if getattr(a, key) is not None}
+    if a.kind != "eclipse":
+        if given:
+            raise _InvalidError(f"{path}.{next(iter(given))}", f"applies to eclipse, not {a.kind}")
+    elif "victim" not in given:
+        raise _InvalidError(f"{path}.victim", "an eclipse attack needs a victim node")
+    elif not 0 <= given["victim"] < nodes or given["victim"] in members:
+        raise _InvalidError(
+            f"{path}.victim", f"victim {given['victim']} is not an honest node of the run"
+        )
+    probability = a.drop_probability
+    return AdversarySpec(
+        a.kind,
+        members,
+        probability if probability is not None else AdversarySpec.drop_probability,
+        **given,
+    )

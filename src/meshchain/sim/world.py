@@ -45,6 +45,7 @@ from meshchain.sim.invariants import (
 )
 from meshchain.sim.metrics import Metrics
 from meshchain.sim.network import LatencyModel, Partition, SimNetwork
+from meshchain.sim.peering import HonestGraphConnected, OutboundTargets, peer_report
 
 Invariant = Callable[["World", bool], list[str]]
 WALLET_FUNDS = 10_000 * COIN  # a thousand wallets stay within MAX_MONEY
@@ -67,7 +68,8 @@ class World:
         keys = self.sim.rng("keys")
         self.wallets = [SecretKey.generate(keys) for _ in range(config.wallets)]
         self.authority_keys = [SecretKey.generate(keys) for _ in range(config.authorities)]
-        node_keys = [SecretKey.generate(keys) for _ in range(config.nodes)]
+        total = config.total_nodes  # with the spares that join as replacements
+        node_keys = [SecretKey.generate(keys) for _ in range(total)]
         self.node_ids = [key.public_key for key in node_keys]
         self.genesis = make_genesis(
             ChainMode.PRIVATE,
@@ -81,10 +83,10 @@ class World:
             timestamp_ms=0,
         )
         self.chain_id = chain_id(self.genesis)
-        self.metrics = Metrics(config.nodes)
+        self.metrics = Metrics(total)
         self.network = SimNetwork(
             self.sim,
-            config.nodes,
+            total,
             LatencyModel(config.latency, self.sim.rng("latency")),
             self.sim.rng("loss"),
             upload_bps=config.upload_bps,
@@ -96,9 +98,9 @@ class World:
         self.network.sever = self._sever
         self._ephemeral = EPHEMERAL_PORTS[0]
         verifier = CachingVerifier()
-        self.peer_names = [str(index) for index in range(config.nodes)]
+        self.peer_names = [str(index) for index in range(total)]
         self.block_pool: dict[bytes, bytes] = {}  # one copy of each block's bytes
-        self.addresses = [host_address(index, config) for index in range(config.nodes)]
+        self.addresses = [host_address(index, config) for index in range(total)]
         self.by_address = {address: index for index, address in enumerate(self.addresses)}
         self.topology = self._static_topology(self.sim.rng("topology"))
         persistent = self.topology
@@ -114,8 +116,9 @@ class World:
                 verifier,
                 self.addresses[index],
             )
-            for index in range(config.nodes)
+            for index in range(total)
         ]
+        self._next_spare = config.nodes
         self.adversaries: list[Adversary] = make_adversaries(self, config.adversaries)
         self.invariants: list[Invariant] = [
             NoConflictingFinality(),
@@ -123,6 +126,10 @@ class World:
             converged,
             ChainAdvances(),
         ]
+        self.outbound_targets: OutboundTargets | None = None
+        if config.discovery:
+            self.outbound_targets = OutboundTargets(config.target_grace)
+            self.invariants += [self.outbound_targets, HonestGraphConnected(config.target_grace)]
         self.violations: list[str] = []
         self._workload_rng = self.sim.rng("workload")
         self._nonces: dict[int, int] = {}
@@ -132,7 +139,7 @@ class World:
     def _static_topology(self, rng: random.Random) -> list[list[int]]:
         """Each node's chosen neighbours (none with discovery: the nodes find them)."""
         count, degree = self.config.nodes, self.config.out_degree
-        chosen: list[list[int]] = [[] for _ in range(count)]
+        chosen: list[list[int]] = [[] for _ in range(self.config.total_nodes)]
         if self.config.discovery:
             return chosen
         linked: set[tuple[int, int]] = set()
@@ -298,6 +305,27 @@ class World:
         churn = self.config.churn
         if churn is not None:
             self.sim.at(churn.start, self._churn)
+        replace = self.config.replace
+        if replace is not None:
+            self.sim.at(replace.start, self._replace)
+
+    def _replace(self) -> None:
+        """Some nodes leave for good; as many new ones join (fresh keys and addresses)."""
+        spec = self.config.replace
+        assert spec is not None
+        if self.sim.now > self.quiet_from:
+            return
+        rng = self.sim.rng(f"replace/{self.sim.now}")
+        keep = max(self.config.authorities, self.config.bootstrap_nodes)
+        eligible = [h for h in self.honest_online() if h.index >= keep]
+        count = round(spec.fraction * self.config.nodes)
+        for host in rng.sample(eligible, min(len(eligible), count)):
+            host.stop()
+        for _ in range(count):
+            if self._next_spare < len(self.hosts):
+                self.hosts[self._next_spare].start()
+                self._next_spare += 1
+        self.sim.after(spec.interval, self._replace)
 
     def _churn(self) -> None:
         churn = self.config.churn
@@ -307,7 +335,7 @@ class World:
         rng = self.sim.rng(f"churn/{self.sim.now}")
         eligible = [h for h in self.honest_online() if h.index >= self.config.authorities]
         for host in rng.sample(
-            eligible, min(len(eligible), round(churn.fraction * len(self.hosts)))
+            eligible, min(len(eligible), round(churn.fraction * self.config.nodes))
         ):
             host.stop()
             self.sim.after(churn.downtime, host.start)
@@ -325,7 +353,7 @@ class World:
             self.sim.after(INVARIANT_CHECK_INTERVAL, self._check)
 
     def start(self) -> None:
-        for host in self.hosts:
+        for host in self.hosts[: self.config.nodes]:  # the spares join later
             host.start()
         self._schedule_next_transaction()
         self._schedule_faults()
@@ -338,6 +366,12 @@ class World:
             if progress is not None:
                 progress(self.sim.now)
         self._check(final=True)
+
+    def _attack_outcome(self) -> dict[str, Any]:
+        from meshchain.sim.eclipse import eclipse_outcome  # eclipse imports this module
+
+        outcome = eclipse_outcome(self)
+        return {} if outcome is None else {"eclipse": outcome}
 
     def report(self) -> dict[str, Any]:
         heights = [h.node.chain.height for h in self.online() if h.node is not None]
@@ -368,6 +402,8 @@ class World:
                     ),
                 },
                 "adversaries": summarize(self.adversaries),
+                "peers": peer_report(self, self.outbound_targets),
+                **self._attack_outcome(),
                 "finality_latency_seconds": None,  # PoA has no finality votes yet
                 "simulator": {
                     "events": self.sim.events_processed,

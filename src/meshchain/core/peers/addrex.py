@@ -35,6 +35,13 @@ ADDR_RELAY_FANOUT = 2  # ...each address to 2 peers
 ADDR_FRESH_AGE = 600.0  # ...if it was seen in the last 10 minutes
 GETADDR_CACHE_LIFETIME = 24 * 3600.0  # Bitcoin caches its GetAddr answer for ~24 h
 GETADDR_MAX_PERCENT = 23  # Bitcoin MAX_PCT_ADDR_TO_SEND
+# Ours: a sample taken while the book was young (the node had just started: a new
+# network's seeds are asked first, with near-empty books) is taken again once the book
+# has grown this many times over, by at least GETADDR_CACHE_MIN_GROWTH entries; else
+# the seeds would hand out nothing for a day. Growth by a factor bounds how often a peer
+# that feeds us addresses can make us resample.
+GETADDR_CACHE_REGROWTH = 2
+GETADDR_CACHE_MIN_GROWTH = 10
 # Beyond these a peer is punished (the offence table says how): it keeps sending what
 # its bucket drops, or addresses no node could use.
 ADDR_FLOOD_LIMIT = 10 * MAX_ADDR_PER_MESSAGE
@@ -49,7 +56,8 @@ MAX_KNOWN_ADDRESSES = 5000
 @dataclass(slots=True)
 class AddrPeerState:
     bucket: TokenBucket
-    asked: bool = False  # we sent GetAddr
+    asked: bool = False  # we sent GetAddr and wait for the answer
+    asked_ever: bool = False  # we sent GetAddr on this connection
     answered: bool = False  # we answered its GetAddr
     repeats: int = 0  # GetAddr after that
     dropped: int = 0  # addresses over the rate limit
@@ -73,6 +81,7 @@ class AddressExchange:
         self._peers: dict[PeerId, AddrPeerState] = {}
         self._cache: list[AddrEntry] = []
         self._cache_expires = 0.0
+        self._cache_book_size = 0  # the book's size when the sample was taken
         self._relay_key = manager.rng.randbytes(32)
 
     def own_entry(self, now: float) -> AddrEntry | None:
@@ -94,17 +103,10 @@ class AddressExchange:
             return []
         state = AddrPeerState(TokenBucket(ADDR_RATE, ADDR_BUCKET, now, initial=1.0))
         self._peers[record.peer] = state
-        manager = self._manager
-        listen = record.listen
-        if listen is not None and self._wanted(record.node_id):
-            # The peer's own word for where it listens: as fresh as an address gets.
-            source = record.address
-            manager.book.add([AddrEntry(listen, record.node_id, 0, int(now))], source, now)
-            if manager.config.members is not None:
-                manager.add_persistent(listen, record.node_id)
+        self.heard_of(record, now)
         if record.kind is ConnectionKind.INBOUND:
             return []
-        state.asked = True
+        state.asked = state.asked_ever = True
         state.bucket.add(ADDR_BUCKET)
         actions: list[Action] = [Send(record.peer, GetAddr())]
         own = self.own_entry(now)
@@ -113,6 +115,18 @@ class AddressExchange:
             actions.append(Send(record.peer, Addr([own])))
         return actions
 
+    def heard_of(self, record: PeerRecord, now: float) -> None:
+        """Keep the address a peer says it listens on: as fresh as an address gets. Also
+        for an inbound peer turned away for want of room: we may dial it later, or tell
+        others of it, where it would otherwise stay unknown (a newcomer that only knows
+        seeds whose slots are full)."""
+        manager, listen = self._manager, record.listen
+        if listen is None or not self._wanted(record.node_id) or not self._allowed(listen, now):
+            return
+        manager.book.add([AddrEntry(listen, record.node_id, 0, int(now))], record.address, now)
+        if manager.config.members is not None:
+            manager.add_persistent(listen, record.node_id)
+
     def on_disconnected(self, peer: PeerId) -> None:
         self._peers.pop(peer, None)
 
@@ -120,15 +134,32 @@ class AddressExchange:
 
     def on_get_addr(self, peer: PeerId, now: float) -> list[Action]:
         record, state = self._manager.peers.get(peer), self._peers.get(peer)
-        if record is None or state is None or record.kind is not ConnectionKind.INBOUND:
-            return []  # Bitcoin answers inbound peers only: no fingerprinting by peers we chose
+        if record is None or state is None:
+            return []
+        # Bitcoin answers inbound peers only, against fingerprinting by the peers it chose.
+        # Here everyone gets the same cached sample, which defeats that already, and a
+        # node whose known addresses are all connected to it can only learn more from
+        # the peers that dialled it (see `ask_for_more`).
         if state.answered:
             state.repeats += 1
             if state.repeats > GETADDR_REPEAT_LIMIT:
                 return self._manager.punish(peer, Offence.GETADDR_SPAM, now, "GetAddr spam")
             return []
         state.answered = True
-        return [Send(peer, Addr(self._sample(now)))]
+        # What it told us or we told it already is left out (Bitcoin's PushAddress).
+        answer = [e for e in self._sample(now) if self._allowed(e.address, now)]
+        return [Send(peer, Addr([e for e in answer if state.learn(e.address)]))]
+
+    def ask_for_more(self, now: float) -> list[Action]:
+        """Our book has nothing left to dial: ask every peer not asked yet on its
+        connection, inbound ones too (a node dialled by everyone it knows is stuck else)."""
+        actions: list[Action] = []
+        for peer, state in self._peers.items():
+            if not state.asked_ever:
+                state.asked = state.asked_ever = True
+                state.bucket.add(ADDR_BUCKET)
+                actions.append(Send(peer, GetAddr()))
+        return actions
 
     def on_addr(self, peer: PeerId, message: Addr, now: float) -> list[Action]:
         manager = self._manager
@@ -138,12 +169,13 @@ class AddressExchange:
         entries = message.entries
         admitted: list[AddrEntry] = []
         for entry in entries:
-            state.learn(entry.address)
             if state.bucket.take(now):
+                state.learn(entry.address)
                 admitted.append(entry)
             else:
                 state.dropped += 1
-        wanted = [e for e in admitted if self._wanted(e.node_id)]
+        # Discouraged and banned IPs are neither stored nor passed on (bans.py).
+        wanted = [e for e in admitted if self._wanted(e.node_id) and self._allowed(e.address, now)]
         result = manager.book.add(wanted, record.address, now, ADDR_TIME_PENALTY)
         state.bad += result.unusable + result.bad_time
         if manager.config.members is not None:
@@ -153,12 +185,14 @@ class AddressExchange:
             return manager.punish(peer, Offence.ADDR_FLOOD, now, f"{state.dropped} over limit")
         if state.bad > BAD_ADDR_LIMIT:
             return manager.punish(peer, Offence.BAD_ADDRESSES, now, f"{state.bad} unusable")
-        solicited = state.asked and len(entries) > MAX_ADDR_TO_RELAY
-        if solicited:
+        if state.asked and len(entries) > MAX_ADDR_TO_RELAY:
             state.asked = False  # the answer to our GetAddr: stored, not relayed
             return []
         if len(entries) > MAX_ADDR_TO_RELAY:
             return []
+        # Unlike Bitcoin (m_getaddr_sent), a small answer to our GetAddr is relayed like
+        # gossip: a small network's books are small, and the answerer's own fresh entry in
+        # it is how its address reaches nodes that did not dial it.
         return self._relay(peer, wanted, now)
 
     # --- helpers ----------------------------------------------------------------------
@@ -167,10 +201,21 @@ class AddressExchange:
         members = self._manager.config.members
         return members is None or node_id in members
 
+    def _allowed(self, address: NetAddress, now: float) -> bool:
+        """Not the address of a discouraged or banned IP: those we neither dial nor gossip."""
+        return not self._manager.bans.is_discouraged(address.ip, now)
+
     def _sample(self, now: float) -> list[AddrEntry]:
-        """The cached answer to GetAddr: the same sample for a day (Bitcoin's cache)."""
-        if now >= self._cache_expires:
-            sample = self._manager.book.get_addr(now, MAX_ADDR_PER_MESSAGE, GETADDR_MAX_PERCENT)
+        """The cached answer to GetAddr: the same sample for a day (Bitcoin's cache), or
+        until the book has outgrown the one it was taken from."""
+        book = self._manager.book
+        grown = len(book) >= max(
+            GETADDR_CACHE_REGROWTH * self._cache_book_size,
+            self._cache_book_size + GETADDR_CACHE_MIN_GROWTH,
+        )
+        if now >= self._cache_expires or grown:
+            self._cache_book_size = len(book)
+            sample = book.get_addr(now, MAX_ADDR_PER_MESSAGE, GETADDR_MAX_PERCENT)
             own = self.own_entry(now)
             if own is not None and len(sample) < MAX_ADDR_PER_MESSAGE:
                 sample.append(own)
@@ -182,7 +227,9 @@ class AddressExchange:
         """Forward fresh addresses to two full-relay peers chosen by a keyed hash."""
         manager = self._manager
         peers = self._peers
-        targets = [p for p in peers if p != source]  # only connections that carry addresses
+        records = manager.peers
+        # Only connections that carry addresses, and not one we are hanging up on.
+        targets = [p for p in peers if p != source and not _closing(records.get(p))]
         if not targets:
             return []
         batches: dict[PeerId, list[AddrEntry]] = {}
@@ -198,3 +245,7 @@ class AddressExchange:
                 if peers[peer].learn(entry.address):
                     batches.setdefault(peer, []).append(entry)
         return [Send(peer, Addr(batch)) for peer, batch in batches.items()]
+
+
+def _closing(record: PeerRecord | None) -> bool:
+    return record is None or record.closing

@@ -16,6 +16,10 @@ MAX_INBOUND = 117  # DEFAULT_MAX_PEER_CONNECTIONS 125 less the 8 + 2 outbound an
 # Bitcoin has no per-IP inbound cap; CometBFT and libp2p's resource manager do. Several
 # honest nodes may share an IP (NAT, one machine in a devnet), so the cap is loose.
 MAX_INBOUND_PER_IP = 16
+# Ours: an inbound peer younger than this is not evicted. Eviction takes the youngest of
+# a crowded group, which at a busy node (a bootstrap node in a cold start) is always the
+# peer that arrived a moment ago, before it could learn a single other address.
+EVICTION_GRACE = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,7 @@ class PeerConfig:
     block_relay_only: int = MAX_BLOCK_RELAY_ONLY
     max_inbound: int = MAX_INBOUND
     max_inbound_per_ip: int = MAX_INBOUND_PER_IP
+    eviction_grace: float = EVICTION_GRACE  # seconds a new inbound peer cannot be evicted
     groups: GroupPolicy = field(default_factory=GroupPolicy)
     # Consortium and private chains: only these identity keys are dialled, advertised
     # or admitted (the session refuses the others right after the handshake).

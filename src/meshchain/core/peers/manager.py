@@ -43,11 +43,16 @@ IDLE_DIAL_INTERVAL = 5.0  # with every slot full, look again this often
 FEELER_INTERVAL = 120.0  # Bitcoin FEELER_INTERVAL: 2 minutes (Poisson)
 SAVE_INTERVAL = 15 * 60.0  # Bitcoin DUMP_PEERS_INTERVAL: 15 minutes
 MAX_PENDING_DIALS = 8  # outbound connection attempts in flight at once
+# A dial the driver never answered (neither PeerConnected nor DialFailed) frees its slot
+# after this long: the runtime's connect (10 s) and handshake (20 s) timeouts, doubled.
+PENDING_DIAL_TIMEOUT = 60.0
 SELECT_TRIES = 100  # Bitcoin gives up on a selection round after 100 tries
 # Do not dial an address again within this time unless nothing else is left (Bitcoin
 # skips addresses tried in the last 10 minutes for the first 30 tries).
 REDIAL_GAP = 600.0
 REDIAL_GAP_TRIES = 30
+# ...and never within this time: an address that evicted us must not be hammered (ours).
+MIN_REDIAL_GAP = 20.0
 PERSISTENT_RETRY_INITIAL = 1.0  # persistent peers: doubling from 1 s...
 PERSISTENT_RETRY_MAX = 60.0  # ...to one minute, with jitter
 # Addresses we learn about from the peers themselves are as fresh as it gets; those a
@@ -77,6 +82,9 @@ class PeerRecord:
     last_block_time: float = 0.0
     dialled: NetAddress | None = None  # the book entry this outbound connection came from
     over_limit: int = 0  # messages dropped by the rate limits
+    # We sent Disconnect and wait for the driver's PeerDisconnected: the connection no
+    # longer counts for slots or eviction, and what it still sends is dropped.
+    closing: bool = False
 
     @property
     def outbound(self) -> bool:
@@ -89,10 +97,22 @@ class PeerRecord:
 
 @dataclass(slots=True)
 class PersistentState:
-    node_id: bytes | None
+    node_id: bytes | None  # the identity the Dial demands, if configured or announced
     retry_at: float = 0.0
     backoff: float = PERSISTENT_RETRY_INITIAL
-    peer: PeerId | None = None  # connected as
+    peer: PeerId | None = None  # connected as (either direction)
+    # The identity found there when we connected without demanding one: it tells us the
+    # peer is already connected when it dials us, without binding later dials to it.
+    seen_id: bytes = b""
+
+    def is_node(self, node_id: bytes) -> bool:
+        return bool(node_id) and node_id in (self.node_id, self.seen_id)
+
+
+@dataclass(slots=True)
+class PendingDial:
+    kind: ConnectionKind
+    since: float
 
 
 @dataclass(slots=True)
@@ -108,6 +128,8 @@ class PeerCounters:
 
 
 class PeerManager:
+    """Which peers to dial and keep: slots, the book, feelers, anchors, limits, bans."""
+
     def __init__(
         self,
         config: PeerConfig,
@@ -121,22 +143,39 @@ class PeerManager:
         self.bans: BanList = self._state.load_bans()
         self.peers: dict[PeerId, PeerRecord] = {}
         self.counters = PeerCounters()
-        self._pending: dict[NetAddress, ConnectionKind] = {}  # dials in flight
+        self._pending: dict[NetAddress, PendingDial] = {}  # dials in flight
         self._persistent: dict[NetAddress, PersistentState] = {
             p.address: PersistentState(p.node_id) for p in config.persistent
         }
+        if config.members is not None and config.discovery:
+            # Members never dial from the book, so the seeds are the way in: keep dialling
+            # them (the handshake turns away any that is not a member).
+            for address in config.bootstrap:
+                self._persistent.setdefault(address, PersistentState(None))
         self._anchors: list[NetAddress] = []
+        self._recent_dials: dict[NetAddress, float] = {}  # book dials of the last minute
+        self._dial_due: float | None = None  # when the DIAL timer is set to fire
         self._eviction_key = rng.randbytes(32)
         self.exchange = AddressExchange(self)
+
+    @property
+    def _discovering(self) -> bool:
+        """Whether outbound slots are filled from the book (not in member mode)."""
+        return self.config.discovery and self.config.members is None
 
     # --- life cycle -------------------------------------------------------------------
 
     def start(self, now: float) -> list[Action]:
-        self._anchors = self._state.take_anchors()
+        self._anchors = self._state.take_anchors(self.config.groups)
         if self.config.discovery and self.config.bootstrap:
             self.book.add(self.exchange.entries_for(self.config.bootstrap, now), None, now)
+        if self.config.members is not None:
+            # The members learned last time: the book holds members' addresses only.
+            for entry in self.book.get_addr(now, len(self.book), 100):
+                if entry.node_id in self.config.members:
+                    self.add_persistent(entry.address, entry.node_id)
         actions: list[Action] = [ScheduleTimer(SAVE_TIMER, now + SAVE_INTERVAL)]
-        if self.config.discovery and self.config.members is None:
+        if self._discovering:
             actions.append(ScheduleTimer(FEELER_TIMER, now + self._poisson(FEELER_INTERVAL)))
         return actions + self._dial_round(now)
 
@@ -144,7 +183,7 @@ class PeerManager:
         """Keep the book, the bans and the block-relay-only peers (anchors) for next time."""
         anchors = [
             r.dialled
-            for r in self.peers.values()
+            for r in self._live()
             if r.kind is ConnectionKind.BLOCK_RELAY and r.dialled is not None
         ]
         self._state.save(self.book, self.bans, anchors)
@@ -182,26 +221,23 @@ class PeerManager:
         record = PeerRecord(
             peer, kind, node_id, address, listen, group, now, PeerLimiter(now), dialled=None
         )
+        actions: list[Action] = []
         if kind is ConnectionKind.INBOUND:
             refusal = self._inbound_refusal(record, now)
+            if refusal is None and not self._make_room(now, actions):
+                refusal = "inbound slots are full"
+                self.exchange.heard_of(record, now)
             if refusal is not None:
                 self.counters.refused_inbound += 1
-                return [Disconnect(peer, refusal)]
-            actions = self._make_room_for(record, now)
+                return [Disconnect(peer, refusal)]  # never registered: nothing to undo
         else:
             record.dialled = address
-            actions = []
             if address is not None:
-                self.book.good(address, now)
-                persistent = self._persistent.get(address)
-                if persistent is not None:
-                    persistent.peer, persistent.backoff = peer, PERSISTENT_RETRY_INITIAL
+                self.book.good(address, now, node_id or None)
         self.peers[peer] = record
-        for state in self._persistent.values():
-            if state.peer is None and node_id and state.node_id == node_id:
-                state.peer = peer  # it dialled us first: one connection is enough
         if kind is ConnectionKind.FEELER:
-            return [*actions, Disconnect(peer, DISCONNECT_FEELER)]
+            return [*actions, self._close(record, DISCONNECT_FEELER)]
+        self._claim_persistent(record)
         actions.extend(self.exchange.on_connected(record, now))
         return actions
 
@@ -210,19 +246,51 @@ class PeerManager:
         if record is None:
             return []
         self.exchange.on_disconnected(peer)
+        lost_persistent = False
         for state in self._persistent.values():
             if state.peer == peer:
                 state.peer = None
                 self._back_off(state, now)
-        return self._schedule_dial(now)
+                lost_persistent = True
+        # An inbound peer leaving frees no outbound slot: no reason to dial sooner.
+        if record.outbound or lost_persistent:
+            return self._schedule_dial(now)
+        return []
 
     def dial_failed(self, address: NetAddress, now: float) -> list[Action]:
         self._pending.pop(address, None)
         self.counters.dial_failures += 1
         state = self._persistent.get(address)
-        if state is not None:
+        if state is not None and state.peer is None:
             self._back_off(state, now)
         return self._schedule_dial(now)
+
+    def _close(self, record: PeerRecord, reason: str) -> Disconnect:
+        """Hang up on a peer: from now on it holds no slot and is no eviction candidate."""
+        record.closing = True
+        return Disconnect(record.peer, reason)
+
+    def _live(self) -> list[PeerRecord]:
+        """Connections we are not hanging up on."""
+        return [r for r in self.peers.values() if not r.closing]
+
+    def _claim_persistent(self, record: PeerRecord) -> None:
+        """A persistent peer is connected (we dialled it, or it dialled us): stop dialling."""
+        for address, state in self._persistent.items():
+            dialled = record.outbound and record.dialled == address
+            if state.peer is None and (dialled or state.is_node(record.node_id)):
+                state.peer, state.backoff = record.peer, PERSISTENT_RETRY_INITIAL
+                if dialled and state.node_id is None:
+                    state.seen_id = record.node_id
+
+    def _connection_of(self, node_id: bytes | None) -> PeerId | None:
+        """The live connection to the node with this identity, if any."""
+        if not node_id:
+            return None
+        for record in self._live():
+            if record.node_id == node_id and record.kind is not ConnectionKind.FEELER:
+                return record.peer
+        return None
 
     def _inbound_refusal(self, record: PeerRecord, now: float) -> str | None:
         address = record.address
@@ -232,7 +300,7 @@ class PeerManager:
             return "banned"
         same_ip = sum(
             1
-            for r in self.peers.values()
+            for r in self._live()
             if r.kind is ConnectionKind.INBOUND and r.address and r.address.ip == address.ip
         )
         if same_ip >= self.config.max_inbound_per_ip:
@@ -242,22 +310,24 @@ class PeerManager:
             return "discouraged, and inbound slots are full"
         return None
 
-    def _make_room_for(self, newcomer: PeerRecord, now: float) -> list[Action]:
+    def _make_room(self, now: float, actions: list[Action]) -> bool:
+        """Evict an inbound peer if the slots are full; False if none may be evicted."""
         if self._inbound_count() < self.config.max_inbound:
-            return []
+            return True
+        inbound = {r.peer: r for r in self._live() if r.kind is ConnectionKind.INBOUND}
         victim = select_peer_to_evict(
-            [self._candidate(r, now) for r in self.peers.values() if not r.outbound],
-            self._eviction_key,
+            [self._candidate(r, now) for r in inbound.values()], self._eviction_key
         )
         if victim is None:
-            self.counters.refused_inbound += 1
-            return [Disconnect(newcomer.peer, "inbound slots are full")]
+            return False
         self.counters.evictions += 1
-        return [Disconnect(victim, "evicted: inbound slots are full")]
+        actions.append(self._close(inbound[victim], "evicted: inbound slots are full"))
+        return True
 
     def _candidate(self, record: PeerRecord, now: float) -> EvictionCandidate:
         members = self.config.members
         ip = record.address.ip if record.address is not None else b""
+        persistent = any(s.peer == record.peer for s in self._persistent.values())
         return EvictionCandidate(
             peer=record.peer,
             group=record.group,
@@ -267,25 +337,32 @@ class PeerManager:
             last_block_time=record.last_block_time,
             relays_transactions=record.relays_transactions,
             block_relay_only=record.kind is ConnectionKind.BLOCK_RELAY,
-            protected=members is not None and record.node_id in members,
+            protected=persistent
+            or (members is not None and record.node_id in members)
+            or now - record.connected_at < self.config.eviction_grace,
             discouraged=self.bans.is_discouraged(ip, now),
         )
 
     def _inbound_count(self) -> int:
-        return sum(1 for r in self.peers.values() if r.kind is ConnectionKind.INBOUND)
+        return sum(1 for r in self._live() if r.kind is ConnectionKind.INBOUND)
 
     # --- what peers do ----------------------------------------------------------------
 
     def over_limit(self, peer: PeerId, message: Message, now: float) -> list[Action] | None:
         """None if the message is within the peer's rate limits; otherwise it is dropped
         (and counted), and a peer that keeps going gets the offence table's penalty.
+        Whatever a peer we are hanging up on still sends is dropped too.
 
         Addresses are metered one by one by the address exchange, and bandwidth by the
         driver (it stops reading rather than drop what it read).
         """
         record = self.peers.get(peer)
+        if record is None:
+            return None
+        if record.closing:
+            return []
         kind = message_class(message)
-        if record is None or kind is MessageClass.ADDR_ENTRY or record.limiter.admit(kind, now):
+        if kind is MessageClass.ADDR_ENTRY or record.limiter.admit(kind, now):
             return None
         name = kind.name.lower()
         self.counters.rate_limited[name] = self.counters.rate_limited.get(name, 0) + 1
@@ -313,50 +390,73 @@ class PeerManager:
     def punish(self, peer: PeerId, offence: Offence, now: float, detail: str) -> list[Action]:
         """Apply the offence table: disconnect, and maybe discourage or ban the IP."""
         record = self.peers.get(peer)
+        reason = f"{offence.value}: {detail}"
+        if record is None:
+            return [Disconnect(peer, reason)]
         self.counters.punished += 1
-        member = (
-            record is not None
-            and self.config.members is not None
-            and record.node_id in self.config.members
-        )
-        if record is None or record.address is None or member:
+        members = self.config.members
+        if record.address is None or (members is not None and record.node_id in members):
             # Members are operators we know: drop the connection, never ban the node.
-            return [Disconnect(peer, f"{offence.value}: {detail}")]
+            return [self._close(record, reason)]
         penalty = self.bans.punish(record.address.ip, offence, now)
         until = now + penalty.duration if penalty.action is not PenaltyAction.DISCONNECT else None
         return [
             PeerPunished(peer, offence.value, penalty.action.value, until),
-            Disconnect(peer, f"{offence.value}: {detail}"),
+            self._close(record, reason),
         ]
 
     def ban(self, address: NetAddress, until: float, reason: str) -> list[Action]:
         """A ban by hand (the API's `ban`): the IP's peers go at once."""
         self.bans.ban(address.ip, until, reason)
         return [
-            Disconnect(r.peer, f"banned: {reason}")
-            for r in self.peers.values()
+            self._close(r, f"banned: {reason}")
+            for r in self._live()
             if r.address is not None and r.address.ip == address.ip
         ]
 
     # --- dialling ---------------------------------------------------------------------
 
     def _schedule_dial(self, now: float) -> list[Action]:
-        return [ScheduleTimer(DIAL_TIMER, now + DIAL_INTERVAL)]
+        """Look for peers to dial soon, but never later than the round already due: a
+        stream of failures or disconnections must not keep pushing the round back. (A
+        due time already past is stale: that round ran, or its timer was lost.)"""
+        at = now + DIAL_INTERVAL
+        if self._dial_due is not None and now <= self._dial_due <= at:
+            return []
+        self._dial_due = at
+        return [ScheduleTimer(DIAL_TIMER, at)]
 
     def _dial_round(self, now: float) -> list[Action]:
+        self._expire_pending(now)
         actions = self._dial_persistent(now)
-        if self.config.discovery and self.config.members is None:
+        if self._discovering:
             actions.extend(self._dial_outbound(now))
-        short = self._outbound_short() or any(s.peer is None for s in self._persistent.values())
-        delay = DIAL_INTERVAL if short else IDLE_DIAL_INTERVAL
-        actions.append(ScheduleTimer(DIAL_TIMER, now + delay))
+        delay = IDLE_DIAL_INTERVAL
+        if self._discovering and self._outbound_short():
+            delay = DIAL_INTERVAL
+        waits = [
+            state.retry_at - now
+            for address, state in self._persistent.items()
+            if state.peer is None and not self.bans.is_banned(address.ip, now)
+        ]
+        if waits:  # the next persistent peer due, but not sooner than a round from now
+            delay = min(delay, max(DIAL_INTERVAL, min(waits)))
+        self._dial_due = now + delay
+        actions.append(ScheduleTimer(DIAL_TIMER, self._dial_due))
         return actions
+
+    def _expire_pending(self, now: float) -> None:
+        for address, pending in list(self._pending.items()):
+            if now - pending.since >= PENDING_DIAL_TIMEOUT:
+                del self._pending[address]
 
     def _dial_persistent(self, now: float) -> list[Action]:
         actions: list[Action] = []
         for address, state in self._persistent.items():
             if state.peer is not None or address in self._pending or now < state.retry_at:
                 continue
+            if self.bans.is_banned(address.ip, now):
+                continue  # a ban by hand outranks the configuration
             if len(self._pending) >= MAX_PENDING_DIALS:
                 break
             actions.append(self._dial(address, ConnectionKind.PERSISTENT, state.node_id, now))
@@ -368,7 +468,7 @@ class PeerManager:
         return full < self.config.outbound_full_relay or block < self.config.block_relay_only
 
     def _outbound_counts(self) -> tuple[int, int]:
-        kinds = [r.kind for r in self.peers.values()] + list(self._pending.values())
+        kinds = [r.kind for r in self._live()] + [p.kind for p in self._pending.values()]
         return kinds.count(ConnectionKind.FULL_RELAY), kinds.count(ConnectionKind.BLOCK_RELAY)
 
     def _dial_outbound(self, now: float) -> list[Action]:
@@ -376,11 +476,16 @@ class PeerManager:
         actions: list[Action] = []
         full, block = self._outbound_counts()
         while self._anchors and block < self.config.block_relay_only:
+            if len(self._pending) >= MAX_PENDING_DIALS:
+                break
             address = self._anchors.pop()
             if self._dialable(address, now, set()):
                 actions.append(self._dial(address, ConnectionKind.BLOCK_RELAY, None, now))
                 block += 1
         groups = self._outbound_groups()
+        recent = self._recent_dials
+        for stale in [a for a, at in recent.items() if now >= at + MIN_REDIAL_GAP]:
+            del recent[stale]
         for tries in range(SELECT_TRIES):
             want_full = full < self.config.outbound_full_relay
             if not want_full and block >= self.config.block_relay_only:
@@ -393,17 +498,23 @@ class PeerManager:
             address = info.address
             if not self._dialable(address, now, groups):
                 continue
+            if now < self._recent_dials.get(address, now - MIN_REDIAL_GAP) + MIN_REDIAL_GAP:
+                continue
             if tries < REDIAL_GAP_TRIES and now - info.last_try < REDIAL_GAP:
                 continue
             kind = ConnectionKind.FULL_RELAY if want_full else ConnectionKind.BLOCK_RELAY
+            recent[address] = now
             actions.append(self._dial(address, kind, info.node_id or None, now))
             groups.add(self.config.groups.group(address))
             full, block = (full + 1, block) if want_full else (full, block + 1)
+        if not actions and self._outbound_short() and not self._pending:
+            actions = self.exchange.ask_for_more(now)  # nothing left to dial in the book
         return actions
 
     def _feeler(self, now: float) -> list[Action]:
         """Test an address (a tried-table collision first): connect, mark good, hang up."""
         actions: list[Action] = [ScheduleTimer(FEELER_TIMER, now + self._poisson(FEELER_INTERVAL))]
+        self._expire_pending(now)
         self.book.resolve_collisions(now)
         if self._outbound_short() or len(self._pending) >= MAX_PENDING_DIALS:
             return actions
@@ -424,30 +535,36 @@ class PeerManager:
         return not any(r.dialled == address or r.listen == address for r in self.peers.values())
 
     def _outbound_groups(self) -> set[bytes]:
-        groups = {r.group for r in self.peers.values() if r.outbound}
+        groups = {r.group for r in self._live() if r.outbound}
         groups.update(self.config.groups.group(a) for a in self._pending)
         return groups
 
     def _dial(
         self, address: NetAddress, kind: ConnectionKind, node_id: bytes | None, now: float
     ) -> Dial:
-        self._pending[address] = kind
+        self._pending[address] = PendingDial(kind, now)
         self.counters.dials += 1
         if address in self.book:
             self.book.attempt(address, now, count_failure=kind is not ConnectionKind.FEELER)
         return Dial(address, kind, node_id)
 
     def _back_off(self, state: PersistentState, now: float) -> None:
-        state.retry_at = now + state.backoff * (0.5 + self.rng.random())
+        """Retry after the current backoff, jittered by +-50% but never past the cap."""
+        delay = min(PERSISTENT_RETRY_MAX, state.backoff * (0.5 + self.rng.random()))
+        state.retry_at = now + delay
         state.backoff = min(state.backoff * 2, PERSISTENT_RETRY_MAX)
 
     def add_persistent(self, address: NetAddress, node_id: bytes | None) -> bool:
         """A member's address learned from the network: stay connected to it too."""
         if address in self._persistent or address == self.config.listen:
             return False
+        if not self.config.groups.is_usable(address):
+            return False  # e.g. a Hello that says it listens on 0.0.0.0
         if node_id == self.config.node_id or len(self._persistent) >= MAX_PERSISTENT:
             return False
-        self._persistent[address] = PersistentState(node_id)
+        state = PersistentState(node_id)
+        state.peer = self._connection_of(node_id)  # it may be connected already
+        self._persistent[address] = state
         return True
 
     def _poisson(self, mean: float) -> float:

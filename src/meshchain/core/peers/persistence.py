@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from meshchain.core.peers.addrbook import AddressBook, AddressBookError
-from meshchain.core.peers.address import GroupPolicy, NetAddress
+from meshchain.core.peers.address import GroupPolicy, NetAddress, checked_address
 from meshchain.core.peers.bans import BanList, BanListError
 from meshchain.core.store import ChainStore, WriteBatch
 from meshchain.core.wire.codec import Codec, encode
@@ -47,17 +47,26 @@ class PeerStateStore:
                 self.dropped.append(f"ban list: {error}")
         return BanList()
 
-    def take_anchors(self) -> list[NetAddress]:
-        """The anchors saved at the last shutdown, used once (then forgotten)."""
+    def take_anchors(self, policy: GroupPolicy) -> list[NetAddress]:
+        """The anchors saved at the last shutdown, used once (then forgotten). Only
+        addresses `policy` lets us dial: the blob is as untrusted as the disk."""
         data = self._store.get_meta(ANCHORS_KEY)
         if not data:
             return []
         self._store.write(WriteBatch(meta={ANCHORS_KEY: b""}))
         try:
-            return _ANCHORS_CODEC.decode(data)[:MAX_ANCHORS]
+            stored = _ANCHORS_CODEC.decode(data)
         except DecodeError as error:
             self.dropped.append(f"anchors: {error.reason}")
             return []
+        anchors = []
+        for address in stored[:MAX_ANCHORS]:
+            checked = checked_address(address.ip, address.port)
+            if checked is None or not policy.is_usable(checked):
+                self.dropped.append(f"anchors: {address.ip.hex()}:{address.port} is unusable")
+            else:
+                anchors.append(checked)
+        return anchors
 
     def save(self, book: AddressBook, bans: BanList, anchors: list[NetAddress] | None) -> None:
         meta = {BOOK_KEY: book.to_bytes(), BANS_KEY: bans.to_bytes()}
