@@ -350,12 +350,18 @@ def test_two_members_dialling_each_other_at_once_keep_one_session(run: Runner) -
             a.driver.feed(NodeStarted())
             b.driver.feed(NodeStarted())
             await until(lambda: a.connected_to(b) and b.connected_to(a), "one session")
-            assert len(a.driver.dials(seats[1])) == 1
-            assert len(b.driver.dials(seats[0])) == 1
-            lower = a if a.key.public_key < b.key.public_key else b
-            higher = b if lower is a else a
-            assert lower.service.peers[higher.id].initiator
-            assert not higher.service.peers[lower.id].initiator
+            # On a loaded machine one dial may win outright; the other side then never
+            # dials. Either way: at most one dial each, and the two agree on one session.
+            assert len(a.driver.dials(seats[1])) <= 1
+            assert len(b.driver.dials(seats[0])) <= 1
+            await until(
+                lambda: a.service.peers[b.id].initiator != b.service.peers[a.id].initiator,
+                "both ends on the same connection",
+            )
+            if a.driver.dials(seats[1]) and b.driver.dials(seats[0]):  # a true race
+                lower = a if a.key.public_key < b.key.public_key else b
+                higher = b if lower is a else a
+                assert lower.service.peers[higher.id].initiator
         finally:
             await fleet.stop()
 
