@@ -157,10 +157,10 @@ def _summary(report: dict[str, Any], wall: float) -> None:
         return f"p50 {p['p50']:.3f}s  p95 {p['p95']:.3f}s  max {p['max']:.3f}s"
 
     chain = metrics["chain"]
+    rate = "" if "runs" in metrics else f", {events / max(wall, 1e-9):,.0f} events/s"
     click.echo(
         f"scenario {scenario['name']} seed {report['seed']}: {scenario['nodes']} nodes, "
-        f"{virtual:g} virtual s in {wall:.1f} wall s "
-        f"({events:,} events, {events / max(wall, 1e-9):,.0f} events/s)"
+        f"{virtual:g} virtual s in {wall:.1f} wall s ({events:,} events{rate})"
     )
     click.echo(
         f"  transactions {metrics['transactions_submitted']:,}, blocks "
@@ -169,4 +169,17 @@ def _summary(report: dict[str, Any], wall: float) -> None:
     )
     click.echo(f"  transaction propagation: {spread('transaction')}")
     click.echo(f"  block propagation:       {spread('block')}")
+    runs = metrics.get("runs")
+    if runs is not None:
+        click.echo(
+            f"  runs: {len(runs)} (seeds {runs[0]['seed']}-{runs[-1]['seed']}); "
+            "the lines above are the first run's"
+        )
+        eclipse = metrics.get("eclipse_over_runs")
+        if eclipse is not None:
+            click.echo(
+                f"  eclipse: victim fully eclipsed in {eclipse['eclipsed']} of "
+                f"{eclipse['runs']} runs, attacker's mean share of its outbound slots "
+                f"{eclipse['mean_attacker_share']}"
+            )
     click.echo(f"  invariant violations:    {len(report['invariant_violations'])}")
