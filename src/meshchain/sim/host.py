@@ -182,20 +182,22 @@ class SimHost:
         if not actions:
             return  # most deliveries: a transaction the node already has
         world = self.world
-        sizes: dict[int, int] = {}  # the same message object fans out to many peers
-        for action in actions:
+        count = len(actions)
+        index = 0
+        while index < count:
+            action = actions[index]
+            index += 1
             if isinstance(action, Send):
-                peer = int(action.peer)
-                if peer not in self.connected:
-                    continue
+                # A relay is a run of Sends of one message: it goes out as one batch.
                 message = action.message
-                if self.send_filter is not None and not self.send_filter(self, peer, message):
-                    continue
-                size = sizes.get(id(message))
-                if size is None:
-                    size = sizes[id(message)] = wire_size(message)
-                world.metrics.sent(self.index, message, size)
-                world.network.send(self.index, peer, message, size)
+                peers = [action.peer]
+                while index < count:
+                    following = actions[index]
+                    if not isinstance(following, Send) or following.message is not message:
+                        break
+                    peers.append(following.peer)
+                    index += 1
+                self._send(message, peers)
             elif isinstance(action, ScheduleTimer):
                 version = self._timer_versions.get(action.timer, 0) + 1
                 self._timer_versions[action.timer] = version
@@ -204,3 +206,17 @@ class SimHost:
                 world.disconnect(self.index, int(action.peer), action.reason)
             else:
                 world.metrics.notice(self.index, action, world.sim.now)
+
+    def _send(self, message: AnyMessage, peers: list[str]) -> None:
+        """Each `Send` of `message` to `peers` in turn: to open sessions the filter passes."""
+        connected = self.connected
+        targets = [peer for peer in map(int, peers) if peer in connected]
+        send_filter = self.send_filter
+        if send_filter is not None:
+            targets = [peer for peer in targets if send_filter(self, peer, message)]
+        if not targets:
+            return
+        size = wire_size(message)
+        world = self.world
+        world.metrics.sent(self.index, message, size, len(targets))
+        world.network.send_many(self.index, targets, message, size)

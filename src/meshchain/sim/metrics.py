@@ -67,10 +67,10 @@ class Metrics:
         self.tx_origin.setdefault(txid, now)
 
     # `sent` and `received` run once per message: `message_kind` is inlined.
-    def sent(self, node: int, message: AnyMessage, size: int) -> None:
+    def sent(self, node: int, message: AnyMessage, size: int, copies: int = 1) -> None:
         kind = _KINDS.get(message.__class__, "session")
-        self.bytes_sent[node][kind] += size
-        self.messages[kind] += 1
+        self.bytes_sent[node][kind] += size * copies
+        self.messages[kind] += copies
 
     def received(self, node: int, message: AnyMessage, size: int) -> None:
         self.bytes_received[node][_KINDS.get(message.__class__, "session")] += size
