@@ -29,6 +29,7 @@ from meshchain.core.events import (
 from meshchain.core.node import Node, NodeConfig
 from meshchain.core.store import MemoryStore, WriteBatch
 from meshchain.core.wire.messages import AnyMessage, Goodbye, Hello, Ping, Pong
+from meshchain.sim.metrics import MESSAGE_KINDS
 from meshchain.sim.network import wire_size
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class SimHost:
         self.index = index
         self._names = world.peer_names  # peer ids are indexes as strings, made once
         self.world = world
+        self._sim = world.sim
+        self._bytes_received = world.metrics.bytes_received[index]
         self.config = config
         self.verifier = verifier
         self.store = SharedBlockStore(world.block_pool)
@@ -152,16 +155,21 @@ class SimHost:
         self.feed(PeerDisconnected(str(peer), reason))
 
     def receive(self, src: int, message: AnyMessage, size: int) -> None:
-        if self.node is None or src not in self.connected:
+        # Once per delivery: `feed`, `execute` and `Metrics.received` are inlined.
+        node = self.node
+        if node is None or src not in self.connected:
             self.world.network.stats.dropped_offline += 1
             return
-        self.world.metrics.received(self.index, message, size)
+        self._bytes_received[MESSAGE_KINDS.get(message.__class__, "session")] += size
         if self.on_message is not None:
             self.on_message(self, src, message)
         if message.__class__ in SESSION_MESSAGES:
             self._session_message(src, message)
             return
-        self.feed(MessageReceived(self._names[src], message, size))  # type: ignore[arg-type]
+        event = MessageReceived(self._names[src], message, size)  # type: ignore[arg-type]
+        actions = node.handle(event, self._sim.now)
+        if actions:
+            self.execute(actions)
 
     def _session_message(self, src: int, message: AnyMessage) -> None:
         """What `SecureSession` does with a session message on an open session."""
