@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from meshchain.sim.engine import Simulator
+import gc
+
+import pytest
+
+from meshchain.sim.engine import Simulator, rare_collections
 
 
 def test_events_at_one_time_run_in_the_order_they_were_scheduled() -> None:
@@ -118,3 +122,18 @@ def test_an_empty_series_schedules_nothing() -> None:
     sim = Simulator(1)
     sim.at_series([], print, [])
     assert sim.pending == 0
+
+
+def test_rare_collections_raises_the_young_threshold_and_restores_it() -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    def failing_run() -> None:
+        with rare_collections(123_456):
+            seen.append(gc.get_threshold())
+            raise RuntimeError("the run failed")
+
+    with pytest.raises(RuntimeError):
+        failing_run()
+    assert seen == [(123_456, *before[1:])]
+    assert gc.get_threshold() == before
