@@ -6,9 +6,10 @@ seed and a name, so a run is a pure function of its scenario and seed.
 
 A series (`at_series`: one message fanned out to many peers) takes its sequence numbers
 when it is scheduled, exactly as that many `at` calls would, but keeps only its next event
-on the heap: the heap stays about as small as the number of messages in flight rather
-than of deliveries, and each of its events costs one heap replace instead of a push and
-a pop. The order of events, and so the run, is the same as with one `at` per event.
+on the heap, each entry holding the one after it: the heap stays about as small as the
+number of messages in flight rather than of deliveries, and each of its events costs one
+heap replace instead of a push and a pop. The order of events, and so the run, is the
+same as with one `at` per event.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import heapq
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from operator import itemgetter, length_hint
 from typing import Any
 
 Callback = Callable[..., object]  # any result is ignored
 # Allocations of container objects between two young collections of the cyclic GC.
 RUN_GC_THRESHOLD = 1_000_000
-# time, sequence, callback, its arguments, and the rest of its series (None: a lone event).
-Entry = tuple[float, int, Callback, tuple[Any, ...], "Iterator[Entry] | None"]
+# time, sequence, callback, its arguments, and the next event of its series (or None).
+Entry = tuple[float, int, Callback, tuple[Any, ...], "Entry | None"]
 
 
 class Simulator:
@@ -57,21 +57,27 @@ class Simulator:
             return
         now = self.now
         sequence = self._sequence
-        series: list[Entry] = []
-        rest = iter(series)  # reads the list as it is once sorted
-        append = series.append
-        for time, args in zip(times, arguments, strict=True):
-            sequence += 1
-            append((time if time >= now else now, sequence, callback, args, rest))
-        self._sequence = sequence
-        # Stable, so equal times keep their sequence order; the key saves tuple compares.
-        series.sort(key=itemgetter(0))
-        heapq.heappush(self._heap, next(rest))
+        self._sequence += len(times)
+        clamped = [time if time >= now else now for time in times]
+        # Stable, so equal times keep their sequence order.
+        order = sorted(range(len(clamped)), key=clamped.__getitem__)
+        following: Entry | None = None
+        for index in reversed(order):
+            args = arguments[index]
+            following = (clamped[index], sequence + 1 + index, callback, args, following)
+        assert following is not None
+        heapq.heappush(self._heap, following)
 
     @property
     def pending(self) -> int:
         """Events scheduled and not yet run, those of series waiting behind the heap too."""
-        return sum(1 if rest is None else 1 + length_hint(rest) for *_, rest in self._heap)
+        count = 0
+        for entry in self._heap:
+            following: Entry | None = entry
+            while following is not None:
+                count += 1
+                following = following[4]
+        return count
 
     def run(self, until: float, max_events: int | None = None) -> None:
         """Process events up to virtual time `until` (inclusive), or `max_events` of them."""
@@ -81,17 +87,13 @@ class Simulator:
         budget = max_events if max_events is not None else -1
         processed = 0
         while heap and processed != budget:
-            time, _, callback, args, rest = heap[0]
+            time, _, callback, args, following = heap[0]
             if time > until:
                 break
-            if rest is None:
+            if following is None:
                 pop(heap)
             else:
-                following = next(rest, None)
-                if following is None:
-                    pop(heap)
-                else:
-                    replace(heap, following)
+                replace(heap, following)
             self.now = time
             callback(*args)
             processed += 1
