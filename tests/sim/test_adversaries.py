@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -104,14 +105,14 @@ def test_a_dropper_that_always_drops_behaves_exactly_like_a_silent_node() -> Non
 def test_a_dropper_drops_about_its_share_of_what_it_sends() -> None:
     world = World(small(AdversarySpec("dropper", (7,), drop_probability=0.5)), 1)
     went_out = 0
-    send = world.network.send
+    send_many = world.network.send_many
 
-    def count(src: int, dst: int, message: AnyMessage, size: int) -> None:
+    def count(src: int, dsts: Sequence[int], message: AnyMessage, size: int) -> None:
         nonlocal went_out
-        went_out += src == 7
-        send(src, dst, message, size)
+        went_out += len(dsts) if src == 7 else 0
+        send_many(src, dsts, message, size)
 
-    world.network.send = count  # type: ignore[method-assign]
+    world.network.send_many = count  # type: ignore[method-assign]
     world.run()
     dropper = world.adversaries[0]
     assert isinstance(dropper, Dropper)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from meshchain.sim.engine import Simulator
+import gc
+
+import pytest
+
+from meshchain.sim.engine import Simulator, rare_collections
 
 
 def test_events_at_one_time_run_in_the_order_they_were_scheduled() -> None:
@@ -79,3 +83,57 @@ def test_named_generators_are_reproducible_and_independent() -> None:
         busy_a.random()
     assert busy_b.random() == idle.rng("b").random()
     assert Simulator(8).rng("a").random() != Simulator(7).rng("a").random()
+
+
+def scheduled(as_series: bool) -> list[tuple[float, str]]:
+    """What runs, and when, with six events scheduled as a series or one by one."""
+    times = [0.3, 0.1, 0.3, 0.2, 0.1, 0.0]
+    sim = Simulator(1)
+    order: list[tuple[float, str]] = []
+
+    def note(name: str) -> None:
+        order.append((sim.now, name))
+
+    sim.at(0.1, note, "before")
+    sim.at(0.5, lambda: sim.at(0.2, note, "late, clamped"))
+    if as_series:
+        sim.at_series(times, note, [(f"s{i}",) for i in range(len(times))])
+    else:
+        for i, time in enumerate(times):
+            sim.at(time, note, f"s{i}")
+    sim.at(0.1, note, "after")
+    sim.at(0.3, lambda: sim.at_series([0.3, 0.4], note, [("child 1",), ("child 2",)]))
+    assert sim.pending == 10
+    sim.run(0.25)
+    assert sim.pending == 4
+    sim.run(10.0)
+    assert sim.pending == 0
+    assert sim.events_processed == 13
+    return order
+
+
+def test_a_series_runs_exactly_as_the_same_at_calls_would() -> None:
+    plain = scheduled(as_series=False)
+    assert scheduled(as_series=True) == plain
+    assert [name for _, name in plain][:6] == ["s5", "before", "s1", "s4", "after", "s3"]
+
+
+def test_an_empty_series_schedules_nothing() -> None:
+    sim = Simulator(1)
+    sim.at_series([], print, [])
+    assert sim.pending == 0
+
+
+def test_rare_collections_raises_the_young_threshold_and_restores_it() -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    def failing_run() -> None:
+        with rare_collections(123_456):
+            seen.append(gc.get_threshold())
+            raise RuntimeError("the run failed")
+
+    with pytest.raises(RuntimeError):
+        failing_run()
+    assert seen == [(123_456, *before[1:])]
+    assert gc.get_threshold() == before

@@ -147,6 +147,47 @@ def test_unlimited_bandwidth_is_latency_only() -> None:
     assert [time for time, *_ in arrivals] == pytest.approx([1.03] * 3)
 
 
+def fanned_out(batched: bool, options: dict[str, object]) -> list[Arrival]:
+    """Arrivals of 40 messages from 5 senders, each to every other of six nodes."""
+    sim = Simulator(1)
+    latency = model(LatencySpec("lognormal", median_ms=40.0, sigma=0.8))
+    net = SimNetwork(sim, 8, latency, random.Random(2), **options)  # type: ignore[arg-type]
+    arrivals: list[Arrival] = []
+
+    def deliver(dst: int, src: int, message: AnyMessage, size: int) -> None:
+        assert isinstance(message, Ping)
+        arrivals.append((sim.now, dst, src, message.nonce))
+
+    def fan_out(src: int, dsts: list[int], n: int) -> None:
+        if batched:
+            net.send_many(src, dsts, Ping(n), 100 + n)
+        else:
+            for dst in dsts:
+                net.send(src, dst, Ping(n), 100 + n)
+
+    net.deliver = deliver
+    for n in range(40):
+        src = n % 5
+        sim.at(n * 0.013, fan_out, src, [d for d in (4, 0, 2, 1, 3, 5) if d != src], n)
+    sim.run(10.0)
+    return arrivals
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"upload_bps": 80_000, "download_bps": 50_000},
+        {"upload_bps": 1e6, "loss": 0.3},
+        {"download_bps": 40_000, "partitions": (PartitionSpec(0.05, 0.5, ((0, 1, 2), (3, 4))),)},
+    ],
+)
+def test_send_many_is_one_send_per_destination(options: dict[str, object]) -> None:
+    one_by_one = fanned_out(False, options)
+    assert len(one_by_one) > 40
+    assert fanned_out(True, options) == one_by_one  # the same floats, in the same order
+
+
 # --- loss and partitions ------------------------------------------------------------------
 
 

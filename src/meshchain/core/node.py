@@ -156,9 +156,7 @@ class Node:
             TimerFired: lambda event, now: self._timer(event.timer, now),
         }
         self._message_handlers: dict[type, Callable[[PeerId, Any, float], list[Action]]] = {
-            TransactionMessage: lambda peer, m, now: self._transaction(
-                m.transaction, None, now, peer
-            ),
+            TransactionMessage: self._transaction_message,
             BlockMessage: lambda peer, m, now: self._block(m.block, now, peer),
             GetBlock: lambda peer, m, now: self._serve_block(peer, m.block_hash),
             GetAddr: lambda peer, m, now: self.peer_manager.exchange.on_get_addr(peer, now),
@@ -245,6 +243,14 @@ class Node:
         except DecodeError as exc:
             return [TransactionRejected(None, RejectCode.MALFORMED, exc.reason, None)]
         return self._transaction(tx, raw, now, None)
+
+    def _transaction_message(
+        self, peer: PeerId, message: TransactionMessage, now: float
+    ) -> list[Action]:
+        # The common case first, without another call: a transaction we already have.
+        if txid_of(message.transaction) in self.mempool:
+            return []
+        return self._transaction(message.transaction, None, now, peer)
 
     def _transaction(
         self, tx: Transaction, raw: bytes | None, now: float, peer: PeerId | None

@@ -31,6 +31,7 @@ from meshchain.core.node import Node, NodeConfig
 from meshchain.core.peers.address import NetAddress
 from meshchain.core.store import MemoryStore, WriteBatch
 from meshchain.core.wire.messages import AnyMessage, Goodbye, Hello, Ping, Pong
+from meshchain.sim.metrics import MESSAGE_KINDS
 from meshchain.sim.network import wire_size
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ class SimHost:
         self.address = address  # where it listens
         self._names = world.peer_names  # peer ids are indexes as strings, made once
         self.world = world
+        self._sim = world.sim
+        self._bytes_received = world.metrics.bytes_received[index]
         self.config = config
         self.verifier = verifier
         self.store = SharedBlockStore(world.block_pool)
@@ -155,16 +158,21 @@ class SimHost:
         self.feed(PeerDisconnected(str(peer), reason))
 
     def receive(self, src: int, message: AnyMessage, size: int) -> None:
-        if self.node is None or src not in self.connected:
+        # Once per delivery: `feed`, `execute` and `Metrics.received` are inlined.
+        node = self.node
+        if node is None or src not in self.connected:
             self.world.network.stats.dropped_offline += 1
             return
-        self.world.metrics.received(self.index, message, size)
+        self._bytes_received[MESSAGE_KINDS.get(message.__class__, "session")] += size
         if self.on_message is not None:
             self.on_message(self, src, message)
         if message.__class__ in SESSION_MESSAGES:
             self._session_message(src, message)
             return
-        self.feed(MessageReceived(self._names[src], message, size))  # type: ignore[arg-type]
+        event = MessageReceived(self._names[src], message, size)  # type: ignore[arg-type]
+        actions = node.handle(event, self._sim.now)
+        if actions:
+            self.execute(actions)
 
     def _session_message(self, src: int, message: AnyMessage) -> None:
         """What `SecureSession` does with a session message on an open session."""
@@ -185,20 +193,22 @@ class SimHost:
         if not actions:
             return  # most deliveries: a transaction the node already has
         world = self.world
-        sizes: dict[int, int] = {}  # the same message object fans out to many peers
-        for action in actions:
+        count = len(actions)
+        index = 0
+        while index < count:
+            action = actions[index]
+            index += 1
             if isinstance(action, Send):
-                peer = int(action.peer)
-                if peer not in self.connected:
-                    continue
+                # A relay is a run of Sends of one message: it goes out as one batch.
                 message = action.message
-                if self.send_filter is not None and not self.send_filter(self, peer, message):
-                    continue
-                size = sizes.get(id(message))
-                if size is None:
-                    size = sizes[id(message)] = wire_size(message)
-                world.metrics.sent(self.index, message, size)
-                world.network.send(self.index, peer, message, size)
+                peers = [action.peer]
+                while index < count:
+                    following = actions[index]
+                    if not isinstance(following, Send) or following.message is not message:
+                        break
+                    peers.append(following.peer)
+                    index += 1
+                self._send(message, peers)
             elif isinstance(action, ScheduleTimer):
                 version = self._timer_versions.get(action.timer, 0) + 1
                 self._timer_versions[action.timer] = version
@@ -209,3 +219,17 @@ class SimHost:
                 world.dial(self.index, action)
             else:
                 world.metrics.notice(self.index, action, world.sim.now)
+
+    def _send(self, message: AnyMessage, peers: list[str]) -> None:
+        """Each `Send` of `message` to `peers` in turn: to open sessions the filter passes."""
+        connected = self.connected
+        targets = [peer for peer in map(int, peers) if peer in connected]
+        send_filter = self.send_filter
+        if send_filter is not None:
+            targets = [peer for peer in targets if send_filter(self, peer, message)]
+        if not targets:
+            return
+        size = wire_size(message)
+        world = self.world
+        world.metrics.sent(self.index, message, size, len(targets))
+        world.network.send_many(self.index, targets, message, size)

@@ -19,7 +19,7 @@ from meshchain.core.wire.messages import AnyMessage, BlockMessage, GetBlock, Tra
 PERCENTILES = (50, 90, 95, 99)
 
 
-_KINDS: dict[type, str] = {
+MESSAGE_KINDS: dict[type, str] = {
     TransactionMessage: "transaction",
     BlockMessage: "block",
     GetBlock: "block_request",
@@ -27,7 +27,7 @@ _KINDS: dict[type, str] = {
 
 
 def message_kind(message: AnyMessage) -> str:
-    return _KINDS.get(message.__class__, "session")
+    return MESSAGE_KINDS.get(message.__class__, "session")
 
 
 def percentiles(samples: list[float]) -> dict[str, float | None]:
@@ -66,14 +66,15 @@ class Metrics:
     def submitted(self, txid: bytes, now: float) -> None:
         self.tx_origin.setdefault(txid, now)
 
-    # `sent` and `received` run once per message: `message_kind` is inlined.
-    def sent(self, node: int, message: AnyMessage, size: int) -> None:
-        kind = _KINDS.get(message.__class__, "session")
-        self.bytes_sent[node][kind] += size
-        self.messages[kind] += 1
+    # `sent` and `received` run once per message: `message_kind` is inlined (and
+    # `SimHost.receive` inlines `received`).
+    def sent(self, node: int, message: AnyMessage, size: int, copies: int = 1) -> None:
+        kind = MESSAGE_KINDS.get(message.__class__, "session")
+        self.bytes_sent[node][kind] += size * copies
+        self.messages[kind] += copies
 
     def received(self, node: int, message: AnyMessage, size: int) -> None:
-        self.bytes_received[node][_KINDS.get(message.__class__, "session")] += size
+        self.bytes_received[node][MESSAGE_KINDS.get(message.__class__, "session")] += size
 
     def notice(self, node: int, action: Action, now: float) -> None:
         if isinstance(action, TransactionAccepted):
