@@ -38,6 +38,7 @@ from meshchain.core.peers.config import (
     PeerConfig,
     PersistentPeer,
 )
+from meshchain.core.peers.limits import DEFAULT_PEER_RECEIVE_BYTES_PER_SECOND, BandwidthLimits
 from meshchain.errors import ConfigError, CryptoError
 
 GENESIS_FILE = "genesis.toml"
@@ -65,6 +66,10 @@ class _P2PSection(msgspec.Struct, forbid_unknown_fields=True):
     max_inbound_per_ip: int = MAX_INBOUND_PER_IP
     ipv4_group_bits: int = IPV4_GROUP_BITS  # 24 or more lets a 127.0.0.0/8 devnet vary
     allow_local: bool = True  # store and dial loopback and private addresses
+    # Received bytes a second, per peer and for the node; 0: no cap. Over a cap the node
+    # stops reading (TCP slows the sender), nothing is dropped.
+    max_peer_receive_bps: int = int(DEFAULT_PEER_RECEIVE_BYTES_PER_SECOND)
+    max_receive_bps: int = 0
 
 
 class _ChainSection(msgspec.Struct, forbid_unknown_fields=True):
@@ -106,6 +111,13 @@ class DataDir:
 
     def listen_address(self) -> tuple[str, int]:
         return parse_host_port(self.config.p2p.listen, "p2p.listen")
+
+    def bandwidth(self) -> BandwidthLimits:
+        p2p = self.config.p2p
+        for key in ("max_peer_receive_bps", "max_receive_bps"):
+            if getattr(p2p, key) < 0:
+                raise ConfigError(f"p2p.{key}: must not be negative (0: no cap)")
+        return BandwidthLimits(p2p.max_peer_receive_bps or None, p2p.max_receive_bps or None)
 
     def peer_config(self, node_id: bytes, members: frozenset[bytes] | None) -> PeerConfig:
         """The `[p2p]` table as the peer manager's configuration (addresses are IPs)."""

@@ -394,3 +394,35 @@ def test_a_dial_over_the_connection_cap_is_answered(run: Runner) -> None:
             await fleet.stop()
 
     run(scenario)
+
+
+def test_bytes_the_transport_rejects_discourage_the_sender(run: Runner) -> None:
+    """A peer whose record does not decode ends its session (the transport's call) and,
+    through `SessionViolation`, is charged in the offence table like any other offence:
+    its IP is discouraged. An honest peer on another IP is untouched."""
+    net = network(3, seed=17)
+
+    async def scenario() -> None:
+        fleet = Fleet(net)
+        try:
+            target = await fleet.start(0, timeouts=QUIET)
+            honest = await fleet.start(1, host="127.0.0.2", port=None)
+            await honest.dial(target)
+            await until(lambda: target.connected_to(honest), "the honest session")
+            vandal = await RawPeer.connect(
+                net.keys[2], target.node.chain.chain_id, target.port, "127.0.0.4"
+            )
+            await until(lambda: vandal.established, "the vandal's session")
+            garbage = b"\xc1" * 8  # 0xc1 is never used in msgpack
+            vandal.session._plain_out += len(garbage).to_bytes(4, "big") + garbage
+            vandal._flush()
+            await until(lambda: vandal.closed, "the vandal cut off")
+            manager = target.node.peer_manager
+            ip = net_address("127.0.0.4", 0).ip
+            await until(lambda: manager.bans.is_discouraged(ip, time.time()), "discouraged")
+            assert not manager.bans.is_discouraged(net_address("127.0.0.2", 0).ip, time.time())
+            assert target.connected_to(honest)
+        finally:
+            await fleet.stop()
+
+    run(scenario)

@@ -156,6 +156,7 @@ def node(datadir: Path, log_level: str) -> None:
         peers = home.peer_config(identity.public_key, members)
         config = NodeConfig(genesis, home.validator_key(), home.beneficiary(), peers)
         listen = home.listen_address()
+        bandwidth = home.bandwidth()
         store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
         core = Node(config, store, random.Random())
     except MeshchainError as error:
@@ -165,6 +166,7 @@ def node(datadir: Path, log_level: str) -> None:
         noise_static=new_noise_static_key(),
         policy=AdmissionPolicy(core.chain.chain_id, members),
         listen_address=home.config.p2p.listen,
+        bandwidth=bandwidth,
     )
     install_uvloop()
     try:

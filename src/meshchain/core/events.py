@@ -99,6 +99,15 @@ class PingMeasured:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionViolation:
+    """The transport ended a session over bad bytes (undecodable, oversized, tampered or
+    out-of-turn data): the node charges the remote IP per its offence table."""
+
+    address: NetAddress
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStopping:
     """The driver is shutting down: the node saves what it keeps across restarts."""
 
@@ -112,6 +121,7 @@ Input = (
     | TimerFired
     | DialFailed
     | PingMeasured
+    | SessionViolation
     | (NodeStopping)
 )
 

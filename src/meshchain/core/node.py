@@ -45,6 +45,7 @@ from meshchain.core.events import (
     PingMeasured,
     ScheduleTimer,
     Send,
+    SessionViolation,
     TimerFired,
     TransactionAccepted,
     TransactionRejected,
@@ -152,6 +153,9 @@ class Node:
             PeerDisconnected: lambda event, now: self._disconnected(event.peer, now),
             DialFailed: lambda event, now: self.peer_manager.dial_failed(event.address, now),
             PingMeasured: lambda event, now: self._ping_measured(event.peer, event.rtt),
+            SessionViolation: lambda event, now: self.peer_manager.session_violation(
+                event.address, event.reason, now
+            ),
             TransactionSubmitted: lambda event, now: self._submitted(event.raw, now),
             TimerFired: lambda event, now: self._timer(event.timer, now),
         }

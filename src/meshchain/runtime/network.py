@@ -25,6 +25,7 @@ from meshchain.core.events import (
     PeerConnected,
     PeerDisconnected,
     PingMeasured,
+    SessionViolation,
 )
 from meshchain.core.peers.address import AddressError, NetAddress, net_address, parse_address
 from meshchain.core.peers.limits import (
@@ -444,9 +445,12 @@ class P2PService:
                 log.debug("ping %s: %.1f ms", connection.label, rtt * 1000)
                 if connection.peer_id is not None:
                     self.driver.feed(PingMeasured(connection.peer_id, rtt))
-            case SessionClosed(reason, by_peer, _):
+            case SessionClosed(reason, by_peer, code):
                 side = "peer" if by_peer else "we"
                 log.info("session %s closed (%s): %s", connection.label, side, reason)
+                violation = not by_peer and code is GoodbyeCode.PROTOCOL_VIOLATION
+                if violation and connection.remote is not None:
+                    self.driver.feed(SessionViolation(connection.remote, reason))
                 known = connection.peer_id
                 if known is not None and self.peers.get(known) is connection:
                     del self.peers[known]

@@ -405,6 +405,15 @@ class PeerManager:
             self._close(record, reason),
         ]
 
+    def session_violation(self, address: NetAddress, reason: str, now: float) -> list[Action]:
+        """The transport closed a session over bad bytes: charge the IP (no session left
+        to close). Only the IP is known when it happens before the hello."""
+        self.counters.punished += 1
+        offence = _violation_offence(reason)
+        penalty = self.bans.punish(address.ip, offence, now)
+        until = now + penalty.duration if penalty.action is not PenaltyAction.DISCONNECT else None
+        return [PeerPunished(str(address), offence.value, penalty.action.value, until)]
+
     def ban(self, address: NetAddress, until: float, reason: str) -> list[Action]:
         """A ban by hand (the API's `ban`): the IP's peers go at once."""
         self.bans.ban(address.ip, until, reason)
@@ -569,3 +578,12 @@ class PeerManager:
 
     def _poisson(self, mean: float) -> float:
         return self.rng.expovariate(1.0 / mean)
+
+
+def _violation_offence(reason: str) -> Offence:
+    """The offence-table entry for a transport failure, from the session's reason."""
+    if "exceeds" in reason:
+        return Offence.OVERSIZED_MESSAGE
+    if "undecodable" in reason or "non-canonical" in reason:
+        return Offence.MALFORMED_MESSAGE
+    return Offence.PROTOCOL_VIOLATION
