@@ -15,6 +15,7 @@ In consortium and private chains only members' addresses are stored, relayed or 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,9 @@ GETADDR_CACHE_MIN_GROWTH = 10
 ADDR_FLOOD_LIMIT = 10 * MAX_ADDR_PER_MESSAGE
 BAD_ADDR_LIMIT = MAX_ADDR_PER_MESSAGE
 GETADDR_REPEAT_LIMIT = 10  # GetAddr after the answered one, before it counts as spam
+# Ours: a node with nothing left to dial asks its peers again this often, and a GetAddr
+# that comes at least this long after the previous one is not counted as a repeat.
+REASK_INTERVAL = 30.0
 RELAY_KEY_EPOCH = 24 * 3600.0  # Bitcoin re-picks relay targets for an address daily
 # Addresses each peer is known to have (it sent them, or we did): never sent to it again.
 # Bitcoin's m_addr_known, a rolling filter of 5,000; here the oldest are forgotten first.
@@ -57,8 +61,9 @@ MAX_KNOWN_ADDRESSES = 5000
 class AddrPeerState:
     bucket: TokenBucket
     asked: bool = False  # we sent GetAddr and wait for the answer
-    asked_ever: bool = False  # we sent GetAddr on this connection
-    answered: bool = False  # we answered its GetAddr
+    asked_at: float | None = None  # when we last sent GetAddr on this connection
+    answered: int = -1  # the version of our sample we last answered it from; -1: never
+    last_request: float | None = None  # when it last sent us GetAddr
     repeats: int = 0  # GetAddr after that
     dropped: int = 0  # addresses over the rate limit
     bad: int = 0  # unusable or absurdly timestamped addresses
@@ -81,7 +86,8 @@ class AddressExchange:
         self._peers: dict[PeerId, AddrPeerState] = {}
         self._cache: list[AddrEntry] = []
         self._cache_expires = 0.0
-        self._cache_book_size = 0  # the book's size when the sample was taken
+        self._cache_book_size = 0
+        self._cache_version = 0  # the book's size when the sample was taken
         self._relay_key = manager.rng.randbytes(32)
 
     def own_entry(self, now: float) -> AddrEntry | None:
@@ -106,7 +112,7 @@ class AddressExchange:
         self.heard_of(record, now)
         if record.kind is ConnectionKind.INBOUND:
             return []
-        state.asked = state.asked_ever = True
+        state.asked, state.asked_at = True, now
         state.bucket.add(ADDR_BUCKET)
         actions: list[Action] = [Send(record.peer, GetAddr())]
         own = self.own_entry(now)
@@ -140,23 +146,27 @@ class AddressExchange:
         # Here everyone gets the same cached sample, which defeats that already, and a
         # node whose known addresses are all connected to it can only learn more from
         # the peers that dialled it (see `ask_for_more`).
-        if state.answered:
-            state.repeats += 1
-            if state.repeats > GETADDR_REPEAT_LIMIT:
-                return self._manager.punish(peer, Offence.GETADDR_SPAM, now, "GetAddr spam")
+        previous, state.last_request = state.last_request, now
+        sample = self._sample(now)
+        if state.answered == self._cache_version:  # nothing new to tell it
+            if previous is not None and now - previous < REASK_INTERVAL:
+                state.repeats += 1
+                if state.repeats > GETADDR_REPEAT_LIMIT:
+                    return self._manager.punish(peer, Offence.GETADDR_SPAM, now, "GetAddr spam")
             return []
-        state.answered = True
+        state.answered = self._cache_version
         # What it told us or we told it already is left out (Bitcoin's PushAddress).
-        answer = [e for e in self._sample(now) if self._allowed(e.address, now)]
+        answer = [e for e in sample if self._allowed(e.address, now)]
         return [Send(peer, Addr([e for e in answer if state.learn(e.address)]))]
 
     def ask_for_more(self, now: float) -> list[Action]:
-        """Our book has nothing left to dial: ask every peer not asked yet on its
-        connection, inbound ones too (a node dialled by everyone it knows is stuck else)."""
+        """Our book has nothing left to dial: ask every peer not asked in the last
+        REASK_INTERVAL, inbound ones too (a node dialled by everyone it knows is stuck
+        else); a peer answers again once its sample has changed."""
         actions: list[Action] = []
         for peer, state in self._peers.items():
-            if not state.asked_ever:
-                state.asked = state.asked_ever = True
+            if state.asked_at is None or now - state.asked_at >= REASK_INTERVAL:
+                state.asked, state.asked_at = True, now
                 state.bucket.add(ADDR_BUCKET)
                 actions.append(Send(peer, GetAddr()))
         return actions
@@ -215,6 +225,7 @@ class AddressExchange:
         )
         if now >= self._cache_expires or grown:
             self._cache_book_size = len(book)
+            self._cache_version += 1
             sample = book.get_addr(now, MAX_ADDR_PER_MESSAGE, GETADDR_MAX_PERCENT)
             own = self.own_entry(now)
             if own is not None and len(sample) < MAX_ADDR_PER_MESSAGE:
@@ -234,14 +245,21 @@ class AddressExchange:
             return []
         batches: dict[PeerId, list[AddrEntry]] = {}
         epoch = int(now // RELAY_KEY_EPOCH).to_bytes(8, "big")
+        named = [(peer, peer.encode()) for peer in targets]
         for entry in entries:
             if not 0 <= now - entry.seen <= ADDR_FRESH_AGE:
                 continue
             if not manager.config.groups.is_usable(entry.address):
                 continue
             seed = self._relay_key + epoch + entry.address.ip + entry.address.port.to_bytes(2)
-            ranked = sorted(targets, key=lambda p: hashlib.blake2b(seed + p.encode()).digest())
-            for peer in ranked[:ADDR_RELAY_FANOUT]:
+            ranked = heapq.nsmallest(
+                ADDR_RELAY_FANOUT,
+                named,
+                key=lambda named_peer: hashlib.blake2b(
+                    seed + named_peer[1], digest_size=8
+                ).digest(),
+            )
+            for peer, _ in ranked:
                 if peers[peer].learn(entry.address):
                     batches.setdefault(peer, []).append(entry)
         return [Send(peer, Addr(batch)) for peer, batch in batches.items()]

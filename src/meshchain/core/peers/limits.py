@@ -115,11 +115,19 @@ class TokenBucket:
         return self._level
 
     def take(self, now: float, amount: float = 1.0) -> bool:
-        """Spend `amount` tokens if there are that many; all or nothing."""
-        self._refill(now)
-        if self._level + TOKEN_EPSILON < amount:
+        """Spend `amount` tokens if there are that many; all or nothing.
+
+        The refill is written out here: this runs once per message a node receives.
+        """
+        level = self._level
+        if now > self._updated:
+            if level < self.capacity:
+                level = min(self.capacity, level + (now - self._updated) * self.rate)
+            self._updated = now
+        if level + TOKEN_EPSILON < amount:
+            self._level = level
             return False
-        self._level = max(0.0, self._level - amount)
+        self._level = max(0.0, level - amount)
         return True
 
     def add(self, amount: float) -> None:
