@@ -183,3 +183,12 @@ def test_scenario_keys_for_discovery_are_parsed_and_checked() -> None:
     data["adversaries"] = [{"kind": "eclipse", "nodes": [1], "victim": 1}]
     with pytest.raises(ConfigError, match="victim"):
         scenario_from_mapping(data)
+
+
+def test_one_bootstrap_address_is_enough() -> None:
+    world = World(discovering(bootstrap_nodes=1), 4)
+    world.run()
+    assert world.violations == []
+    peers = world.report()["metrics"]["peers"]
+    assert peers["at_outbound_targets"] == 30
+    assert peers["graph_connected"] is True

@@ -125,7 +125,12 @@ def test_block_relay_only_and_feeler_connections_carry_no_addresses() -> None:
     before = len(node.peer_manager.book)
     assert receive(node, "block", Addr(entries([at(30)], T0 + 1)), T0 + 1) == []
     assert len(node.peer_manager.book) == before
-    assert receive(node, "block", GetAddr(), T0 + 1) == []
+    # Its other end may ask (it does not know the link is block-relay-only): the shared
+    # sample goes out once, and that is all the link ever carries.
+    node.peer_manager.book.add(entries([at(n) for n in range(60, 100)], T0), None, T0)
+    ((_, answer),) = sent(receive(node, "block", GetAddr(), T0 + 1), Addr)
+    assert answer.entries
+    assert receive(node, "block", GetAddr(), T0 + 100) == []
     for n in range(10):  # fresh addresses relayed: never to the block-relay-only peer
         relayed = receive(node, "in", Addr(entries([at(40 + n)], T0 + 20 * n)), T0 + 20 * n)
         assert all(peer != "block" for peer, _ in sent(relayed, Addr))

@@ -87,7 +87,8 @@ class AddressExchange:
         self._cache: list[AddrEntry] = []
         self._cache_expires = 0.0
         self._cache_book_size = 0
-        self._cache_version = 0  # the book's size when the sample was taken
+        self._cache_version = 0
+        self._answered_block_relay: set[PeerId] = set()  # the book's size when the sample was taken
         self._relay_key = manager.rng.randbytes(32)
 
     def own_entry(self, now: float) -> AddrEntry | None:
@@ -135,11 +136,24 @@ class AddressExchange:
 
     def on_disconnected(self, peer: PeerId) -> None:
         self._peers.pop(peer, None)
+        self._answered_block_relay.discard(peer)
+
+    def _answer_over_block_relay(self, peer: PeerId, now: float) -> list[Action]:
+        """A block-relay-only link we dialled carries no gossip, but its other end does not
+        know that: if that node asks (it has nothing left to dial, and we may be all it
+        has), it gets the shared sample once. We never ask, announce or relay on it."""
+        if peer in self._answered_block_relay:
+            return []
+        self._answered_block_relay.add(peer)
+        sample = [e for e in self._sample(now) if self._allowed(e.address, now)]
+        return [Send(peer, Addr(sample))] if sample else []
 
     # --- messages ---------------------------------------------------------------------
 
     def on_get_addr(self, peer: PeerId, now: float) -> list[Action]:
         record, state = self._manager.peers.get(peer), self._peers.get(peer)
+        if record is not None and state is None and record.kind is ConnectionKind.BLOCK_RELAY:
+            return self._answer_over_block_relay(peer, now)
         if record is None or state is None:
             return []
         # Bitcoin answers inbound peers only, against fingerprinting by the peers it chose.
