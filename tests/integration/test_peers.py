@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
 
 import msgspec
-import pytest
+from loops import Runner
 from peerkit import (
     DEADLINE,
     QUIET,
@@ -41,25 +40,6 @@ from meshchain.core.peers.config import PeerConfig, PersistentPeer
 from meshchain.core.peers.manager import DIAL_INTERVAL, PERSISTENT_RETRY_INITIAL
 from meshchain.core.store import MemoryStore
 from meshchain.core.wire.messages import MAX_ADDR_PER_MESSAGE, GetAddr, TransactionMessage
-
-LOOPS = ["asyncio", "uvloop"]
-Runner = Callable[[Callable[[], Awaitable[None]]], None]
-
-
-@pytest.fixture(params=LOOPS)
-def run(request: pytest.FixtureRequest) -> Runner:
-    """Run a scenario on the default event loop and on uvloop (what nodes use)."""
-    factory = asyncio.new_event_loop
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        factory = uvloop.new_event_loop
-
-    def runner(test: Callable[[], Awaitable[None]]) -> None:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            loop_runner.run(asyncio.wait_for(test(), DEADLINE * 3))
-
-    return runner
-
 
 # --- 1. inbound eviction --------------------------------------------------------------------
 

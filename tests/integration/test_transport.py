@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from loops import Runner
 
 from meshchain.cli.setup import COIN, make_genesis
 from meshchain.core.chain.genesis import ChainMode, Genesis
@@ -96,25 +97,6 @@ async def start_node(
 def port_of(service: P2PService) -> int:
     assert service._server is not None
     return int(service._server.sockets[0].getsockname()[1])
-
-
-LOOPS = ["asyncio", "uvloop"]
-Runner = Callable[[Callable[[], Awaitable[None]]], None]
-
-
-@pytest.fixture(params=LOOPS)
-def run(request: pytest.FixtureRequest) -> Callable[[Callable[[], Awaitable[None]]], None]:
-    """Run a scenario on the default event loop and on uvloop (what nodes use)."""
-    factory = asyncio.new_event_loop
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        factory = uvloop.new_event_loop
-
-    def runner(test: Callable[[], Awaitable[None]]) -> None:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            loop_runner.run(asyncio.wait_for(test(), DEADLINE * 3))
-
-    return runner
 
 
 def test_two_nodes_handshake_ping_and_relay_a_transaction_and_blocks(run: Runner) -> None:
