@@ -20,9 +20,11 @@ last run, redialled first), test-before-evict and feelers.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from meshchain.core.events import ConnectionKind, NodeStopping
+from meshchain.core.node import NodeConfig
 from meshchain.core.peers.address import NetAddress
 from meshchain.core.peers.config import PeerConfig, PersistentPeer
 from meshchain.core.wire.messages import MAX_ADDR_PER_MESSAGE, Addr, AddrEntry, AnyMessage, GetAddr
@@ -113,10 +115,8 @@ def _owner(address: NetAddress, machines: int) -> int:
     return int.from_bytes(digest.digest(), "big") % machines
 
 
-def _with_peers(peers: PeerConfig, host: SimHost, victim: PersistentPeer) -> Any:
+def _with_peers(peers: PeerConfig, host: SimHost, victim: PersistentPeer) -> NodeConfig:
     """The machine's config: it listens at its attacker address and holds on to the victim."""
-    from dataclasses import replace
-
     updated = replace(peers, listen=host.address, persistent=(victim,), discovery=False)
     return replace(host.config, peers=updated)
 

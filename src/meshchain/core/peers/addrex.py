@@ -145,8 +145,12 @@ class AddressExchange:
         if peer in self._answered_block_relay:
             return []
         self._answered_block_relay.add(peer)
-        sample = [e for e in self._sample(now) if self._allowed(e.address, now)]
+        sample = self._shareable_sample(now)
         return [Send(peer, Addr(sample))] if sample else []
+
+    def _shareable_sample(self, now: float) -> list[AddrEntry]:
+        """The cached GetAddr sample without addresses discouraged since it was taken."""
+        return [e for e in self._sample(now) if self._allowed(e.address, now)]
 
     # --- messages ---------------------------------------------------------------------
 
@@ -161,7 +165,7 @@ class AddressExchange:
         # node whose known addresses are all connected to it can only learn more from
         # the peers that dialled it (see `ask_for_more`).
         previous, state.last_request = state.last_request, now
-        sample = self._sample(now)
+        sample = self._shareable_sample(now)
         if state.answered == self._cache_version:  # nothing new to tell it
             if previous is not None and now - previous < REASK_INTERVAL:
                 state.repeats += 1
@@ -170,8 +174,7 @@ class AddressExchange:
             return []
         state.answered = self._cache_version
         # What it told us or we told it already is left out (Bitcoin's PushAddress).
-        answer = [e for e in sample if self._allowed(e.address, now)]
-        return [Send(peer, Addr([e for e in answer if state.learn(e.address)]))]
+        return [Send(peer, Addr([e for e in sample if state.learn(e.address)]))]
 
     def ask_for_more(self, now: float) -> list[Action]:
         """Our book has nothing left to dial: ask every peer not asked in the last
