@@ -39,6 +39,13 @@ from meshchain.core.peers.config import (
     PersistentPeer,
 )
 from meshchain.core.peers.limits import DEFAULT_PEER_RECEIVE_BYTES_PER_SECOND, BandwidthLimits
+from meshchain.core.relay.config import (
+    DANDELION_EMBARGO_MEAN,
+    DANDELION_EPOCH,
+    DEFAULT_FLUFF_PROBABILITY,
+    RelayConfig,
+    RelayMode,
+)
 from meshchain.errors import ConfigError, CryptoError
 
 GENESIS_FILE = "genesis.toml"
@@ -72,6 +79,15 @@ class _P2PSection(msgspec.Struct, forbid_unknown_fields=True):
     max_receive_bps: int = 0
 
 
+class _RelaySection(msgspec.Struct, forbid_unknown_fields=True):
+    mode: str = RelayMode.ANNOUNCE.value  # "announce" or "flood" (the baseline)
+    compact_blocks: bool = True
+    dandelion: bool = True  # Dandelion++ for the transactions this node sends and relays
+    fluff_probability: float = DEFAULT_FLUFF_PROBABILITY
+    embargo_mean: float = DANDELION_EMBARGO_MEAN  # seconds
+    epoch: float = DANDELION_EPOCH  # seconds
+
+
 class _ChainSection(msgspec.Struct, forbid_unknown_fields=True):
     validator_key: str = ""  # path relative to the data directory; "" on non-validators
     beneficiary: str = ""  # address paid for our blocks; "" means the validator's own
@@ -85,6 +101,7 @@ class ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
     node: _NodeSection = msgspec.field(default_factory=_NodeSection)
     p2p: _P2PSection = msgspec.field(default_factory=_P2PSection)
     chain: _ChainSection = msgspec.field(default_factory=_ChainSection)
+    relay: _RelaySection = msgspec.field(default_factory=_RelaySection)
     storage: _StorageSection = msgspec.field(default_factory=_StorageSection)
 
 
@@ -147,6 +164,24 @@ class DataDir:
             groups=groups,
             members=members,
         )
+
+    def relay_config(self) -> RelayConfig:
+        """The `[relay]` table as the relay's configuration."""
+        relay = self.config.relay
+        modes = {mode.value: mode for mode in RelayMode}
+        if relay.mode not in modes:
+            raise ConfigError(f"relay.mode: {relay.mode!r} is not one of {', '.join(modes)}")
+        try:
+            return RelayConfig(
+                mode=modes[relay.mode],
+                compact_blocks=relay.compact_blocks,
+                dandelion=relay.dandelion,
+                fluff_probability=relay.fluff_probability,
+                embargo_mean=relay.embargo_mean,
+                epoch=relay.epoch,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def beneficiary(self) -> bytes | None:
         text = self.config.chain.beneficiary

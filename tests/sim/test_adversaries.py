@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 from test_world import known_txids
 
-from meshchain.core.chain.tx import txid_of
+from meshchain.core.relay.config import RelayConfig
 from meshchain.core.wire.messages import AnyMessage, Goodbye, Hello, Ping, TransactionMessage
-from meshchain.sim.adversary import ADVERSARIES, Adversary, Dropper, Silent, Spy
+from meshchain.sim.adversary import (
+    ADVERSARIES,
+    Adversary,
+    Dropper,
+    Silent,
+    Spy,
+    transaction_ids,
+)
 from meshchain.sim.config import AdversarySpec, LatencySpec, PartitionSpec, SimConfig
 from meshchain.sim.host import SimHost
 from meshchain.sim.world import World
@@ -30,6 +37,9 @@ def small(*adversaries: AdversarySpec, **overrides: Any) -> SimConfig:
         block_interval=5.0,
         finality_depth=3,
         adversaries=adversaries,
+        # A stem swallowed by a silent or dropping relay is fluffed when its embargo ends;
+        # short embargoes let that happen well within the quiet end of a 62 s run.
+        relay=RelayConfig(embargo_mean=4.0),
     )
     return dataclasses.replace(base, **overrides)
 
@@ -44,9 +54,8 @@ def test_a_spy_records_when_and_from_whom_it_first_heard_each_transaction() -> N
     deliver = world.network.deliver
 
     def watch(dst: int, src: int, message: AnyMessage, size: int) -> None:
-        if dst in heard and isinstance(message, TransactionMessage):
-            txid = txid_of(message.transaction)
-            heard[dst].append((world.sim.now, src, txid))
+        if dst in heard:
+            heard[dst].extend((world.sim.now, src, txid) for txid in transaction_ids(message))
         deliver(dst, src, message, size)
 
     world.network.deliver = watch
@@ -54,7 +63,9 @@ def test_a_spy_records_when_and_from_whom_it_first_heard_each_transaction() -> N
     assert [spy.host.index for spy in world.spies] == [5, 9]
     for spy in world.spies:
         assert not spy.host.honest
-        assert set(spy.first_seen) == set(world.metrics.tx_origin)  # it relays, so it hears all
+        # It relays, so it hears of nearly all; a few are mined before gossip reaches it.
+        assert set(spy.first_seen) <= set(world.metrics.tx_origin)
+        assert len(spy.first_seen) >= 0.9 * len(world.metrics.tx_origin)
         first: dict[bytes, tuple[float, int]] = {}
         for time, src, txid in heard[spy.host.index]:
             first.setdefault(txid, (time, src))
@@ -67,7 +78,9 @@ def test_a_spy_records_when_and_from_whom_it_first_heard_each_transaction() -> N
         "spy": {
             "nodes": 2,
             "transactions_seen": len(world.spies[0].first_seen) + len(world.spies[1].first_seen),
-            "transactions_seen_by_any": len(world.metrics.tx_origin),
+            "transactions_seen_by_any": len(
+                set(world.spies[0].first_seen) | set(world.spies[1].first_seen)
+            ),
         }
     }
     assert world.violations == []
@@ -83,9 +96,11 @@ def test_a_silent_node_sends_nothing_yet_everything_reaches_everyone_else() -> N
     assert silent.counters()["messages_dropped"] > 0
     txids = list(world.metrics.tx_origin)
     assert txids
-    for host in world.hosts:
+    # Everyone else: the silent node itself cannot even ask for what it is told about.
+    honest = [host for host in world.hosts if host.honest]
+    for host in honest:
         assert set(txids) <= known_txids(host)
-    assert len({h.node.chain.tip_hash for h in world.hosts if h.node}) == 1
+    assert len({h.node.chain.tip_hash for h in honest if h.node}) == 1
     assert world.violations == []
 
 
@@ -116,8 +131,10 @@ def test_a_dropper_drops_about_its_share_of_what_it_sends() -> None:
     world.run()
     dropper = world.adversaries[0]
     assert isinstance(dropper, Dropper)
-    assert went_out > 200
-    assert dropper.dropped / (dropper.dropped + went_out) == pytest.approx(0.5, abs=0.06)
+    assert went_out > 100
+    total = dropper.dropped + went_out
+    # A fair coin per message: within four standard deviations of a half.
+    assert abs(dropper.dropped / total - 0.5) < 4 * (0.25 / total) ** 0.5
     assert world.report()["metrics"]["adversaries"] == {
         "dropper": {"messages_dropped": dropper.dropped, "nodes": 1}
     }

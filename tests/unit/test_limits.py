@@ -36,13 +36,23 @@ from meshchain.core.wire.messages import (
     AddrEntry,
     AnyMessage,
     BlockMessage,
+    BlockTxn,
+    CompactBlock,
     GetAddr,
     GetBlock,
+    GetBlockTxn,
+    GetData,
     Goodbye,
     Hello,
+    Inventory,
+    InvKind,
+    NotFound,
     Ping,
     Pong,
+    SendCompact,
+    StemTransaction,
     TransactionMessage,
+    Transactions,
 )
 
 T0 = 1_000.0
@@ -197,6 +207,15 @@ def real_messages() -> list[tuple[AnyMessage, MessageClass]]:
         (Pong(7), MessageClass.PING),
         (hello, MessageClass.OTHER),
         (Goodbye(0, "bye"), MessageClass.OTHER),
+        (Inventory(InvKind.TRANSACTION, [bytes(32)]), MessageClass.INVENTORY),
+        (GetData(InvKind.BLOCK, [bytes(32)]), MessageClass.GET_DATA),
+        (GetBlockTxn(bytes(32), [0]), MessageClass.GET_DATA),
+        (NotFound(InvKind.TRANSACTION, [bytes(32)]), MessageClass.RESPONSE),
+        (Transactions([tx]), MessageClass.RESPONSE),
+        (BlockTxn(bytes(32), [tx]), MessageClass.RESPONSE),
+        (StemTransaction(tx), MessageClass.STEM),
+        (CompactBlock(block.header, 1, [bytes(6)], []), MessageClass.BLOCK),
+        (SendCompact(True), MessageClass.OTHER),
     ]
 
 

@@ -1,4 +1,7 @@
-"""The sans-IO node: inputs in, actions out, no event loop and no clock but `now`."""
+"""The sans-IO node: inputs in, actions out, no event loop and no clock but `now`.
+
+These run the `flood` relay baseline, whose relay is one Send per peer; announce-then-
+fetch relay has its own tests (test_relay_node.py and the relay unit tests)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from meshchain.core.node import (
     NodeConfig,
 )
 from meshchain.core.peers.manager import DIAL_TIMER, FEELER_TIMER, SAVE_TIMER
+from meshchain.core.relay.config import RelayConfig, RelayMode
 from meshchain.core.store import MemoryStore
 from meshchain.core.wire.codec import encode
 from meshchain.core.wire.messages import BlockMessage, GetBlock, TransactionMessage
@@ -45,8 +49,11 @@ A = TypeVar("A")
 T0 = KIT.genesis.timestamp_ms / 1000
 
 
+FLOOD = RelayConfig(mode=RelayMode.FLOOD)
+
+
 def make_node(validator: bool) -> Node:
-    config = NodeConfig(KIT.genesis, KIT.authority if validator else None)
+    config = NodeConfig(KIT.genesis, KIT.authority if validator else None, relay=FLOOD)
     return Node(config, MemoryStore(), random.Random(1))
 
 

@@ -49,6 +49,7 @@ from meshchain.core.peers.manager import (
     SAVE_TIMER,
 )
 from meshchain.core.peers.persistence import ANCHORS_KEY, BANS_KEY, BOOK_KEY
+from meshchain.core.relay.config import RelayConfig, RelayMode
 from meshchain.core.store import MemoryStore, WriteBatch
 from meshchain.core.wire.codec import encode
 from meshchain.core.wire.messages import (
@@ -84,9 +85,13 @@ def make_node(
     store: MemoryStore | None = None,
     validator: bool = False,
     seed: int = 1,
+    relay: RelayConfig | None = None,
 ) -> Node:
     config = NodeConfig(
-        KIT.genesis, KIT.authority if validator else None, peers=peers or PeerConfig()
+        KIT.genesis,
+        KIT.authority if validator else None,
+        peers=peers or PeerConfig(),
+        relay=relay or RelayConfig(),
     )
     return Node(config, store or MemoryStore(), random.Random(seed))
 
@@ -260,7 +265,7 @@ def test_outbound_slots_fill_with_8_full_relay_and_2_block_relay_then_stop() -> 
 
 
 def test_a_block_relay_only_peer_gets_blocks_but_no_transactions_or_addresses() -> None:
-    node = make_node(validator=True)
+    node = make_node(validator=True, relay=RelayConfig(mode=RelayMode.FLOOD))
     node.handle(NodeStarted(), T0)
     answer(node, Dial(at(1), ConnectionKind.FULL_RELAY), "full", T0, node_id(1))
     greeting = answer(node, Dial(at(2), ConnectionKind.BLOCK_RELAY), "block", T0, node_id(2))

@@ -128,7 +128,7 @@ async def _traffic(
             recipient=address_from_public_key(recipient.public_key),
             amount=rng.randrange(1, DEMO_MAX_TRANSFER),
             fee=rng.randrange(*DEMO_FEE_RANGE),
-            nonce=node.mempool.next_nonce(address),
+            nonce=node.next_nonce(address),
         )
         driver.feed(TransactionSubmitted(encode(sign_transaction(body, sender))))
         stats.submitted += 1
@@ -138,7 +138,9 @@ async def run_demo(
     datadir: Path, blocks: int, rate: float, wallets: list[SecretKey], live: bool
 ) -> Node:
     home = open_datadir(datadir)
-    config = NodeConfig(home.genesis(), home.validator_key(), home.beneficiary())
+    config = NodeConfig(
+        home.genesis(), home.validator_key(), home.beneficiary(), relay=home.relay_config()
+    )
     store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
     node = Node(config, store, random.Random())
     driver = NodeDriver(node)

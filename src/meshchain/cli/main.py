@@ -154,7 +154,9 @@ def node(datadir: Path, log_level: str) -> None:
         )
         identity = home.node_key()
         peers = home.peer_config(identity.public_key, members)
-        config = NodeConfig(genesis, home.validator_key(), home.beneficiary(), peers)
+        config = NodeConfig(
+            genesis, home.validator_key(), home.beneficiary(), peers, home.relay_config()
+        )
         listen = home.listen_address()
         bandwidth = home.bandwidth()
         store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)

@@ -179,7 +179,17 @@ class BlockRejected:
 
 @dataclass(frozen=True, slots=True)
 class TransactionAccepted:
+    """The transaction entered this node's mempool (it is public: fluffed or flooded)."""
+
     txid: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionStemmed:
+    """A valid stem transaction went on to one Dandelion++ relay, not to the mempool."""
+
+    txid: bytes
+    relay: PeerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +222,7 @@ Notice = (
     BlockAccepted
     | BlockRejected
     | TransactionAccepted
+    | TransactionStemmed
     | TransactionRejected
     | ChainReorganized
     | (PeerPunished)

@@ -1,8 +1,10 @@
 """The node: every core component behind one `handle(input, now) -> list[Action]`.
 
 The asyncio runtime and the simulator both drive this object and execute exactly the
-actions it returns. Relay is flooding for now (each new valid transaction or block goes
-to every peer but the one it came from); later issues replace it with announce-then-fetch.
+actions it returns. Relay is announce-then-fetch by default (`core/relay/`: trickled
+inventories, compact blocks, Dandelion++ for transactions); `flood` mode pushes each new
+valid transaction or block to every peer but its source, the baseline to compare with.
+Message handlers for relay live in `relay/gossip.py`; this module keeps the chain side.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from meshchain.core.events import (
 from meshchain.core.peers.bans import Offence
 from meshchain.core.peers.config import PeerConfig
 from meshchain.core.peers.manager import PeerManager
+from meshchain.core.relay.config import RelayConfig, RelayMode
+from meshchain.core.relay.gossip import Gossip
 from meshchain.core.store import ChainStore
 from meshchain.core.wire.messages import (
     Addr,
@@ -74,6 +78,8 @@ BLOCK_TEMPLATE_MAX_TXS = 5_000
 # orphan resolution; the sync issue replaces it with headers-first download).
 MAX_PENDING_BLOCK_REQUESTS = 64
 BLOCK_REQUEST_TIMEOUT = 30.0  # seconds before the same parent may be asked for again
+# Rejections that a later block or transaction may cure: not remembered as rejected.
+RETRYABLE_REJECTIONS = frozenset({RejectCode.NONCE_GAP, RejectCode.DUPLICATE})
 # Rejections that say the peer sent something no honest node would send.
 PEER_FAULTS = frozenset(
     {
@@ -97,6 +103,7 @@ class NodeConfig:
     validator_key: SecretKey | None = None  # set on nodes that make blocks
     beneficiary: bytes | None = None  # who is paid for our blocks; default: the validator
     peers: PeerConfig = field(default_factory=PeerConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
 
 
 class Node:
@@ -115,6 +122,8 @@ class Node:
         self.mempool = Mempool(self.chain.ledger)
         self.chain.verified_lookup = self.mempool.get
         self.peer_manager = PeerManager(config.peers, store, rng)
+        self.flood = config.relay.mode is RelayMode.FLOOD
+        self.gossip = Gossip(self)
         # Who gets what we relay: every connection but feelers gets blocks; block-relay-
         # only ones get no transactions. Lists, not a scan of the records: relay is hot.
         self.peers: dict[PeerId, ConnectionKind] = {}
@@ -161,10 +170,11 @@ class Node:
         }
         self._message_handlers: dict[type, Callable[[PeerId, Any, float], list[Action]]] = {
             TransactionMessage: self._transaction_message,
-            BlockMessage: lambda peer, m, now: self._block(m.block, now, peer),
+            BlockMessage: lambda peer, m, now: self.accept_block(m.block, now, peer),
             GetBlock: lambda peer, m, now: self._serve_block(peer, m.block_hash),
             GetAddr: lambda peer, m, now: self.peer_manager.exchange.on_get_addr(peer, now),
             Addr: lambda peer, m, now: self.peer_manager.exchange.on_addr(peer, m, now),
+            **self.gossip.message_handlers(),
         }
 
     def _connected(self, event: PeerConnected, now: float) -> list[Action]:
@@ -178,14 +188,17 @@ class Node:
         self._block_relay_peers.append(peer)
         if kind is not ConnectionKind.BLOCK_RELAY:
             self._tx_relay_peers.append(peer)
+        self.gossip.peer_connected(peer, kind, now)
         return actions + self._greet(peer)
 
     def _disconnected(self, peer: PeerId, now: float) -> list[Action]:
+        actions: list[Action] = []
         if self.peers.pop(peer, None) is not None:
             self._block_relay_peers.remove(peer)
             if peer in self._tx_relay_peers:
                 self._tx_relay_peers.remove(peer)
-        return self.peer_manager.disconnected(peer, now)
+            actions = self.gossip.peer_disconnected(peer, now)
+        return actions + self.peer_manager.disconnected(peer, now)
 
     def _ping_measured(self, peer: PeerId, rtt: float) -> list[Action]:
         self.peer_manager.ping_measured(peer, rtt)
@@ -195,18 +208,29 @@ class Node:
         self.peer_manager.stop()
         return []
 
+    def next_nonce(self, sender: bytes) -> int:
+        """The nonce for the sender's next transaction: after the ones pending here,
+        public (mempool) or still in the Dandelion++ stem (stempool)."""
+        nonce = self.mempool.next_nonce(sender)
+        stem = {vtx.tx.body.nonce for vtx in self.gossip.stempool.pending_for(sender)}
+        while nonce in stem:
+            nonce += 1
+        return nonce
+
     # --- handlers ---------------------------------------------------------------------
 
     def _started(self, now: float) -> list[Action]:
         actions: list[Action] = [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
         if self.config.validator_key is not None:
             actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
-        return actions + self.peer_manager.start(now)
+        return actions + self.gossip.start(now) + self.peer_manager.start(now)
 
     def _greet(self, peer: PeerId) -> list[Action]:
         """Show a new peer our tip: if it lacks it, it asks for the missing parents."""
         if self.chain.height == 0:
             return []
+        if not self.flood:
+            return self.gossip.greet(peer)
         tip = self.chain.block(self.chain.tip_hash)
         return [] if tip is None else [Send(peer, BlockMessage(tip))]
 
@@ -228,17 +252,12 @@ class Node:
         requests[parent] = now
         return [Send(peer, GetBlock(parent))]
 
-    def _relay(
-        self, message: TransactionMessage | BlockMessage, source: PeerId | None, now: float
+    def _flood(
+        self, message: TransactionMessage | BlockMessage, source: PeerId | None
     ) -> list[Action]:
-        if type(message) is TransactionMessage:
-            peers = self._tx_relay_peers
-            if source is not None:
-                self.peer_manager.delivered_transaction(source, now)
-        else:
-            peers = self._block_relay_peers
-            if source is not None:
-                self.peer_manager.delivered_block(source, now)
+        """The baseline relay: the whole item to every relay peer but its source."""
+        is_tx = type(message) is TransactionMessage
+        peers = self._tx_relay_peers if is_tx else self._block_relay_peers
         return [Send(peer, message) for peer in peers if peer != source]
 
     def _submitted(self, raw: bytes, now: float) -> list[Action]:
@@ -246,7 +265,9 @@ class Node:
             tx = TX_CODEC.decode(raw)
         except DecodeError as exc:
             return [TransactionRejected(None, RejectCode.MALFORMED, exc.reason, None)]
-        return self._transaction(tx, raw, now, None)
+        if not self.flood and self.config.relay.dandelion:
+            return self.gossip.stem(tx, raw, None, now)
+        return self.accept_transaction(tx, raw, now, None)
 
     def _transaction_message(
         self, peer: PeerId, message: TransactionMessage, now: float
@@ -254,29 +275,44 @@ class Node:
         # The common case first, without another call: a transaction we already have.
         if txid_of(message.transaction) in self.mempool:
             return []
-        return self._transaction(message.transaction, None, now, peer)
+        return self.accept_transaction(message.transaction, None, now, peer)
 
-    def _transaction(
+    def verify(self, tx: Transaction, raw: bytes | None) -> VerifiedTx:
+        """Stateless checks and the signature; ValidationError says what is wrong."""
+        check_transaction(tx, self.chain.chain_id)
+        return verify_transaction(tx, self.verifier, raw)
+
+    def rejected(
+        self, tx: Transaction, error: ValidationError, now: float, peer: PeerId | None
+    ) -> list[Action]:
+        """The notice for a refused transaction, and the sender's penalty if it is at fault."""
+        txid = txid_of(tx)
+        actions: list[Action] = [TransactionRejected(txid, error.code, error.detail, peer)]
+        if not self.flood and error.code not in RETRYABLE_REJECTIONS:
+            self.gossip.tx_relay.rejected(txid)
+        if peer is not None and error.code in PEER_FAULTS:
+            actions += self.peer_manager.punish(
+                peer, Offence.INVALID_TRANSACTION, now, f"sent an invalid transaction: {error}"
+            )
+        return actions
+
+    def accept_transaction(
         self, tx: Transaction, raw: bytes | None, now: float, peer: PeerId | None
     ) -> list[Action]:
-        vtx: VerifiedTx | None = None
         if txid_of(tx) in self.mempool:
             return []  # seen already: flood relay delivers most transactions several times
         try:
-            check_transaction(tx, self.chain.chain_id)
-            vtx = verify_transaction(tx, self.verifier, raw)
+            vtx = self.verify(tx, raw)
             self.mempool.add(vtx, now)
         except ValidationError as error:
-            txid = vtx.txid if vtx is not None else None
-            actions: list[Action] = [TransactionRejected(txid, error.code, error.detail, peer)]
-            if peer is not None and error.code in PEER_FAULTS:
-                actions += self.peer_manager.punish(
-                    peer, Offence.INVALID_TRANSACTION, now, f"sent an invalid transaction: {error}"
-                )
-            return actions
-        return [TransactionAccepted(vtx.txid), *self._relay(TransactionMessage(tx), peer, now)]
+            return self.rejected(tx, error, now, peer)
+        if peer is not None:
+            self.peer_manager.delivered_transaction(peer, now)
+        if self.flood:
+            return [TransactionAccepted(vtx.txid), *self._flood(TransactionMessage(tx), peer)]
+        return [TransactionAccepted(vtx.txid), *self.gossip.fluffed(vtx.txid, peer, now)]
 
-    def _block(self, block: Block, now: float, peer: PeerId | None) -> list[Action]:
+    def accept_block(self, block: Block, now: float, peer: PeerId | None) -> list[Action]:
         old_tip = self.chain.tip_hash
         update = self.chain.add_block(block, now)
         actions: list[Action] = []
@@ -294,10 +330,12 @@ class Node:
                 )
         if update.result in (AddBlockResult.DUPLICATE, AddBlockResult.INVALID):
             return actions
-        for _, vtxs in update.disconnected:
+        for disconnected, vtxs in update.disconnected:
             self.mempool.block_disconnected(vtxs, now)
+            self.gossip.block_disconnected(disconnected)
         for connected, vtxs in update.connected:
             self.mempool.block_connected(vtxs)
+            self.gossip.block_connected(connected, vtxs)
             actions.append(
                 BlockAccepted(
                     block_hash(connected),
@@ -319,16 +357,25 @@ class Node:
         if update.result is AddBlockResult.ORPHAN:
             if peer is not None:
                 actions.extend(self._request_parent(block, now, peer))
+            return actions
+        if peer is not None:
+            self.peer_manager.delivered_block(peer, now)
+        if self.flood:
+            actions.extend(self._flood(BlockMessage(block), peer))
         else:
-            actions.extend(self._relay(BlockMessage(block), peer, now))
+            actions.extend(self.gossip.blocks_connected(update.connected, peer))
         return actions
 
     def _timer(self, timer: str, now: float) -> list[Action]:
         peer_actions = self.peer_manager.timer(timer, now)
         if peer_actions is not None:
             return peer_actions
+        relay_actions = self.gossip.timer(timer, now)
+        if relay_actions is not None:
+            return relay_actions
         if timer == EXPIRE_TIMER:
             self.mempool.expire(now)
+            self.gossip.stempool.expire(now)
             return [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
         if timer == PRODUCE_TIMER:
             actions = self._produce(now)
@@ -357,4 +404,4 @@ class Node:
         candidates = self.mempool.select(BLOCK_TEMPLATE_MAX_BYTES, BLOCK_TEMPLATE_MAX_TXS)
         block, _ = self.chain.build_block(candidates, now_ms, self._beneficiary)
         sealed = Block(self.engine.seal(block.header, key), block.transactions)
-        return self._block(sealed, now, None)
+        return self.accept_block(sealed, now, None)

@@ -30,13 +30,31 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from meshchain.core.chain.tx import txid_of
-from meshchain.core.wire.messages import AnyMessage, TransactionMessage
+from meshchain.core.wire.messages import (
+    AnyMessage,
+    Inventory,
+    InvKind,
+    StemTransaction,
+    TransactionMessage,
+    Transactions,
+)
 from meshchain.sim.config import AdversarySpec
 from meshchain.sim.network import wire_size
 
 if TYPE_CHECKING:
     from meshchain.sim.host import SimHost
     from meshchain.sim.world import World
+
+
+def transaction_ids(message: AnyMessage) -> list[bytes]:
+    """The transactions a message shows its receiver: carried whole, or announced."""
+    if isinstance(message, TransactionMessage | StemTransaction):
+        return [txid_of(message.transaction)]
+    if isinstance(message, Transactions):
+        return [txid_of(tx) for tx in message.transactions]
+    if isinstance(message, Inventory) and message.kind is InvKind.TRANSACTION:
+        return list(message.hashes)
+    return []
 
 
 class Adversary:
@@ -87,10 +105,10 @@ class Spy(Adversary):
         self.first_seen: dict[bytes, tuple[float, int]] = {}  # txid -> (time, from peer)
 
     def on_receive(self, host: SimHost, src: int, message: AnyMessage) -> None:
-        if isinstance(message, TransactionMessage):
-            txid = txid_of(message.transaction)
-            if txid not in self.first_seen:
-                self.first_seen[txid] = (self.world.sim.now, src)
+        first_seen = self.first_seen
+        for txid in transaction_ids(message):
+            if txid not in first_seen:
+                first_seen[txid] = (self.world.sim.now, src)
 
     def counters(self) -> dict[str, int]:
         return {"transactions_seen": len(self.first_seen)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshchain.core.relay.config import RelayConfig
+
 
 @dataclass(frozen=True)
 class LatencySpec:
@@ -103,6 +105,7 @@ class SimConfig:
     replace: ReplaceSpec | None = None
     crashes: tuple[CrashSpec, ...] = ()
     adversaries: tuple[AdversarySpec, ...] = ()
+    relay: RelayConfig = field(default_factory=RelayConfig)  # every node's relay settings
 
     @property
     def spare_nodes(self) -> int:

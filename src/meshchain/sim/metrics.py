@@ -14,15 +14,36 @@ from meshchain.core.events import (
     TransactionAccepted,
     TransactionRejected,
 )
-from meshchain.core.wire.messages import AnyMessage, BlockMessage, GetBlock, TransactionMessage
+from meshchain.core.wire.messages import (
+    AnyMessage,
+    BlockMessage,
+    BlockTxn,
+    CompactBlock,
+    GetBlock,
+    GetBlockTxn,
+    GetData,
+    Inventory,
+    NotFound,
+    StemTransaction,
+    TransactionMessage,
+    Transactions,
+)
 
 PERCENTILES = (50, 90, 95, 99)
 
 
 MESSAGE_KINDS: dict[type, str] = {
     TransactionMessage: "transaction",
+    Transactions: "transaction",
+    StemTransaction: "stem",
+    Inventory: "inventory",
+    GetData: "request",
+    NotFound: "request",
     BlockMessage: "block",
+    CompactBlock: "compact_block",
+    BlockTxn: "compact_block",
     GetBlock: "block_request",
+    GetBlockTxn: "block_request",
 }
 
 

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import msgspec
 
 from meshchain.core.chain.ledger import MAX_MONEY
+from meshchain.core.relay.config import RelayConfig, RelayMode
 from meshchain.errors import ConfigError
 from meshchain.sim.adversary import ADVERSARIES
 from meshchain.sim.config import (
@@ -36,6 +37,7 @@ from meshchain.sim.config import (
 from meshchain.sim.world import WALLET_FUNDS
 
 _DEFAULT = SimConfig()
+_RELAY = RelayConfig()
 _LATENCY = LatencySpec()
 MAX_SECONDS = 10_000_000.0  # virtual seconds: bounds keep inf and typos out
 MAX_MS = 600_000.0
@@ -136,6 +138,18 @@ class _Adversary(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_eclipse_probability: Probability | None = None
 
 
+class _Relay(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    mode: str = _RELAY.mode.value
+    compact_blocks: bool = _RELAY.compact_blocks
+    dandelion: bool = _RELAY.dandelion
+    fluff_probability: Probability = _RELAY.fluff_probability
+    outbound_trickle: Interval = _RELAY.outbound_trickle
+    inbound_trickle: Interval = _RELAY.inbound_trickle
+    epoch: Interval = _RELAY.epoch
+    epoch_jitter: Seconds = _RELAY.epoch_jitter
+    embargo_mean: Interval = _RELAY.embargo_mean
+
+
 class _Scenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
     description: str = ""
@@ -147,6 +161,7 @@ class _Scenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workload: _Workload = msgspec.field(default_factory=_Workload)
     faults: _Faults = msgspec.field(default_factory=_Faults)
     adversaries: list[_Adversary] = []
+    relay: _Relay = msgspec.field(default_factory=_Relay)
 
 
 class _InvalidError(Exception):
@@ -239,7 +254,19 @@ def _build(s: _Scenario) -> SimConfig:
         target_grace=net.target_grace,
         crashes=_crashes(s.faults.crashes, nodes, quiet_from),
         adversaries=_adversaries(s.adversaries, nodes),
+        relay=_relay(s.relay),
     )
+
+
+def _relay(spec: _Relay) -> RelayConfig:
+    modes = {mode.value: mode for mode in RelayMode}
+    mode = modes.get(spec.mode)
+    if mode is None:
+        raise _InvalidError(
+            "$.relay.mode", f"unknown relay mode {spec.mode!r} (one of {', '.join(modes)})"
+        )
+    fields = msgspec.structs.asdict(spec) | {"mode": mode}
+    return RelayConfig(**fields)
 
 
 def _replace(spec: _Replace | None) -> ReplaceSpec | None:

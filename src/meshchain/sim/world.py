@@ -112,6 +112,7 @@ class World:
                     self.genesis,
                     self.authority_keys[index] if index < config.authorities else None,
                     peers=self._peer_config(index, persistent[index]),
+                    relay=config.relay,
                 ),
                 verifier,
                 self.addresses[index],

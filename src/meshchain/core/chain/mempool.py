@@ -264,6 +264,15 @@ class Mempool:
                 heapq.heappush(ready, (-successor.vtx.fee_rate, successor.seq, sender, nonce + 1))
         return chosen
 
+    def remove(self, txid: bytes) -> VerifiedTx | None:
+        """Take one transaction out (a stem transaction that went public elsewhere)."""
+        entry = self._by_id.get(txid)
+        if entry is None:
+            return None
+        self._remove(entry)
+        self._refresh(entry.vtx.sender)
+        return entry.vtx
+
     # -- chain events ------------------------------------------------------------------
 
     def block_connected(self, vtxs: Sequence[VerifiedTx]) -> None:

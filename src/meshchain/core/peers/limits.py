@@ -23,11 +23,19 @@ from meshchain.core.wire.messages import (
     Addr,
     AnyMessage,
     BlockMessage,
+    BlockTxn,
+    CompactBlock,
     GetAddr,
     GetBlock,
+    GetBlockTxn,
+    GetData,
+    Inventory,
+    NotFound,
     Ping,
     Pong,
+    StemTransaction,
     TransactionMessage,
+    Transactions,
 )
 
 SECONDS_PER_MINUTE = 60.0
@@ -41,6 +49,22 @@ MAX_ADDR_PROCESSING_TOKEN_BUCKET = MAX_ADDR_PER_MESSAGE
 TRANSACTIONS_PER_MINUTE = 5000
 # Chia counts per one-minute window, so a whole minute's allowance may come at once.
 TRANSACTION_BURST = TRANSACTIONS_PER_MINUTE
+# Ours: inventories come on trickle timers (a few a second at most from one peer, with
+# block announcements); ten a second is far above that and still bounds the work.
+INVENTORIES_PER_MINUTE = 600
+INVENTORY_BURST = INVENTORIES_PER_MINUTE
+# Ours: a peer asks only for what we announced, so as many requests as inventories.
+GET_DATA_PER_MINUTE = 600
+GET_DATA_BURST = GET_DATA_PER_MINUTE
+# Ours: answers to our requests (Transactions, NotFound, BlockTxn). We bound what we ask
+# for; unsolicited transactions are also charged by the relay (`txrelay.py`).
+RESPONSES_PER_MINUTE = 6_000
+RESPONSE_BURST = RESPONSES_PER_MINUTE
+# Ours: Dandelion++ stem transactions from one peer. A stem carries only the
+# transactions routed through it, a small share of the network's; a stem flood past
+# this is dropped and, kept up, punished.
+STEM_TRANSACTIONS_PER_MINUTE = 1_000
+STEM_BURST = STEM_TRANSACTIONS_PER_MINUTE
 # Chia: respond_block, 200 a minute; we produce one every few seconds (~20 a minute).
 BLOCKS_PER_MINUTE = 200
 # Ours: room to walk back an orphan chain of a few hundred blocks after a partition.
@@ -154,6 +178,10 @@ class MessageClass(enum.Enum):
     """What a received message is limited as. ADDR_ENTRY counts addresses, not messages."""
 
     TRANSACTION = "transaction"
+    STEM = "stem"
+    INVENTORY = "inventory"
+    GET_DATA = "get_data"
+    RESPONSE = "response"
     BLOCK = "block"
     GET_BLOCK = "get_block"
     ADDR_ENTRY = "addr_entry"
@@ -165,6 +193,14 @@ class MessageClass(enum.Enum):
 _CLASS_OF_TYPE: dict[type, MessageClass] = {
     TransactionMessage: MessageClass.TRANSACTION,
     BlockMessage: MessageClass.BLOCK,
+    CompactBlock: MessageClass.BLOCK,
+    StemTransaction: MessageClass.STEM,
+    Inventory: MessageClass.INVENTORY,
+    GetData: MessageClass.GET_DATA,
+    GetBlockTxn: MessageClass.GET_DATA,
+    Transactions: MessageClass.RESPONSE,
+    NotFound: MessageClass.RESPONSE,
+    BlockTxn: MessageClass.RESPONSE,
     GetBlock: MessageClass.GET_BLOCK,
     Addr: MessageClass.ADDR_ENTRY,
     GetAddr: MessageClass.GET_ADDR,
@@ -198,6 +234,10 @@ class RateLimit:
 
 RATE_LIMITS: dict[MessageClass, RateLimit] = {
     MessageClass.TRANSACTION: RateLimit.per_minute(TRANSACTIONS_PER_MINUTE, TRANSACTION_BURST),
+    MessageClass.STEM: RateLimit.per_minute(STEM_TRANSACTIONS_PER_MINUTE, STEM_BURST),
+    MessageClass.INVENTORY: RateLimit.per_minute(INVENTORIES_PER_MINUTE, INVENTORY_BURST),
+    MessageClass.GET_DATA: RateLimit.per_minute(GET_DATA_PER_MINUTE, GET_DATA_BURST),
+    MessageClass.RESPONSE: RateLimit.per_minute(RESPONSES_PER_MINUTE, RESPONSE_BURST),
     MessageClass.BLOCK: RateLimit.per_minute(BLOCKS_PER_MINUTE, BLOCK_BURST),
     MessageClass.GET_BLOCK: RateLimit.per_minute(GET_BLOCKS_PER_MINUTE, GET_BLOCK_BURST),
     MessageClass.ADDR_ENTRY: RateLimit(MAX_ADDR_RATE_PER_SECOND, MAX_ADDR_PROCESSING_TOKEN_BUCKET),

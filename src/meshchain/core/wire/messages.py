@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 
-from meshchain.core.chain.block import Block
+from meshchain.core.chain.block import MAX_BLOCK_TXS, Block, BlockHeader
 from meshchain.core.chain.tx import Transaction
 from meshchain.core.peers.address import NetAddress
 from meshchain.core.wire.codec import (
@@ -31,6 +31,13 @@ MAX_LISTEN_ADDRESS_LENGTH = 64
 MAX_GOODBYE_REASON_LENGTH = 256
 # Bitcoin's MAX_ADDR_TO_SEND: the most addresses one Addr message may carry.
 MAX_ADDR_PER_MESSAGE = 1000
+# Bitcoin's MAX_INV_SZ (net_processing.cpp): entries in one inv, getdata or notfound.
+MAX_INV_ENTRIES = 50_000
+# Ours: transactions in one Transactions or BlockTxn message. A transaction is at most
+# MAX_TX_SIZE (512) bytes, so this many always fit in MAX_MESSAGE_SIZE.
+MAX_TXS_PER_MESSAGE = 7_500
+# BIP152: short transaction ids are 6 bytes.
+SHORT_ID_LENGTH = 6
 
 
 class GoodbyeCode(enum.IntEnum):
@@ -113,8 +120,106 @@ class BlockMessage(WireStruct, frozen=True, tag=17):
     block: Block
 
 
+class InvKind(enum.IntEnum):
+    """What an inventory entry names, and what a GetData for it asks to receive."""
+
+    TRANSACTION = 1  # answered with Transactions
+    BLOCK = 2  # answered with BlockMessage (the whole block)
+    COMPACT_BLOCK = 3  # answered with CompactBlock (BIP152's MSG_CMPCT_BLOCK)
+
+
+InvHashes = Annotated[list[Hash32], msgspec.Meta(max_length=MAX_INV_ENTRIES)]
+
+
+class Inventory(WireStruct, frozen=True, tag=21):
+    """What we have: transaction ids (trickled) or block hashes (at once)."""
+
+    kind: InvKind
+    hashes: InvHashes
+
+
+class GetData(WireStruct, frozen=True, tag=22):
+    """Items to send us, from those the peer announced."""
+
+    kind: InvKind
+    hashes: InvHashes
+
+
+class NotFound(WireStruct, frozen=True, tag=23):
+    """Items asked for that we do not have (or may not serve): ask someone else."""
+
+    kind: InvKind
+    hashes: InvHashes
+
+
+class Transactions(WireStruct, frozen=True, tag=24):
+    """Transactions answering a GetData, several to a message."""
+
+    transactions: Annotated[list[Transaction], msgspec.Meta(max_length=MAX_TXS_PER_MESSAGE)]
+
+
+class StemTransaction(WireStruct, frozen=True, tag=25):
+    """A Dandelion++ stem-phase transaction, pushed to this one peer only (BIP156's
+    dandeliontx): never announced, and never served to anyone else until it fluffs."""
+
+    transaction: Transaction
+
+
+class SendCompact(WireStruct, frozen=True, tag=26):
+    """BIP152 sendcmpct: whether to push us new blocks as CompactBlock unasked."""
+
+    high_bandwidth: bool
+
+
+ShortId = Annotated[bytes, msgspec.Meta(min_length=SHORT_ID_LENGTH, max_length=SHORT_ID_LENGTH)]
+
+
+class PrefilledTransaction(WireStruct, frozen=True):
+    index: UInt  # position in the block (absolute, not BIP152's differential form)
+    transaction: Transaction
+
+
+class CompactBlock(WireStruct, frozen=True, tag=27):
+    """BIP152 cmpctblock: the header, a salt, and a short id per transaction; the
+    receiver rebuilds the block from its mempool and asks only for what it lacks."""
+
+    header: BlockHeader
+    nonce: UInt  # with the header hash, keys the short ids of this message
+    short_ids: Annotated[list[ShortId], msgspec.Meta(max_length=MAX_BLOCK_TXS)]
+    prefilled: Annotated[list[PrefilledTransaction], msgspec.Meta(max_length=MAX_BLOCK_TXS)]
+
+
+class GetBlockTxn(WireStruct, frozen=True, tag=28):
+    """BIP152 getblocktxn: the transactions of a compact block we could not rebuild."""
+
+    block_hash: Hash32
+    indexes: Annotated[list[UInt], msgspec.Meta(max_length=MAX_BLOCK_TXS)]
+
+
+class BlockTxn(WireStruct, frozen=True, tag=29):
+    """BIP152 blocktxn: the transactions a GetBlockTxn asked for, in its order."""
+
+    block_hash: Hash32
+    transactions: Annotated[list[Transaction], msgspec.Meta(max_length=MAX_BLOCK_TXS)]
+
+
 SessionMessage = Hello | Goodbye | Ping | Pong
-Message = TransactionMessage | BlockMessage | GetBlock | GetAddr | Addr
+Message = (
+    TransactionMessage
+    | BlockMessage
+    | GetBlock
+    | GetAddr
+    | Addr
+    | Inventory
+    | GetData
+    | NotFound
+    | Transactions
+    | StemTransaction
+    | SendCompact
+    | CompactBlock
+    | GetBlockTxn
+    | BlockTxn
+)
 AnyMessage = SessionMessage | Message
 
 MESSAGE_CODEC: Codec[AnyMessage] = Codec(AnyMessage, MAX_MESSAGE_SIZE)  # type: ignore[arg-type]
