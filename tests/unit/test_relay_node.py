@@ -145,3 +145,15 @@ def test_flood_mode_pushes_whole_transactions_at_once() -> None:
     tx = transfer(node)
     actions = node.handle(TransactionSubmitted(encode(tx)), T0)
     assert sends(actions, TransactionMessage) == [("out", TransactionMessage(tx))]
+
+
+def test_our_own_transaction_is_announced_to_peers_that_come_later_until_fetched() -> None:
+    node = make_node(NO_STEM)
+    tx = transfer(node)
+    txid = txid_of(tx)
+    node.handle(TransactionSubmitted(encode(tx)), T0)  # nobody to tell yet
+    due = timers(connect(node, "late", ConnectionKind.FULL_RELAY, T0 + 5))
+    told = fire(node, OUTBOUND_TRICKLE_PREFIX + "late", due[OUTBOUND_TRICKLE_PREFIX + "late"])
+    assert sends(told, Inventory) == [("late", Inventory(InvKind.TRANSACTION, [txid]))]
+    receive(node, "late", GetData(InvKind.TRANSACTION, [txid]), T0 + 8)
+    assert timers(connect(node, "later", ConnectionKind.FULL_RELAY, T0 + 9)) == {}

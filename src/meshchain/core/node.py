@@ -188,7 +188,7 @@ class Node:
         self._block_relay_peers.append(peer)
         if kind is not ConnectionKind.BLOCK_RELAY:
             self._tx_relay_peers.append(peer)
-        self.gossip.peer_connected(peer, kind, now)
+        actions += self.gossip.peer_connected(peer, kind, now)
         return actions + self._greet(peer)
 
     def _disconnected(self, peer: PeerId, now: float) -> list[Action]:

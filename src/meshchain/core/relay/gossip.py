@@ -87,11 +87,12 @@ class Gossip:
     def start(self, now: float) -> list[Action]:
         return self.dandelion.start(now) if self.dandelion_enabled else []
 
-    def peer_connected(self, peer: PeerId, kind: ConnectionKind, now: float) -> None:
-        if kind is not ConnectionKind.BLOCK_RELAY:
-            self.tx_relay.peer_connected(peer, kind is not ConnectionKind.INBOUND, now)
+    def peer_connected(self, peer: PeerId, kind: ConnectionKind, now: float) -> list[Action]:
         self.block_relay.peer_connected(peer)
         self.dandelion.peer_connected(peer, kind in OUTBOUND_TX_RELAY)
+        if kind is ConnectionKind.BLOCK_RELAY:
+            return []
+        return self.tx_relay.peer_connected(peer, kind is not ConnectionKind.INBOUND, now)
 
     def peer_disconnected(self, peer: PeerId, now: float) -> list[Action]:
         self.dandelion.peer_disconnected(peer)

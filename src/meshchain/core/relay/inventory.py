@@ -7,7 +7,7 @@ mistakes a new transaction for a known one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class BoundedSet:
@@ -26,6 +26,9 @@ class BoundedSet:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._items)
 
     def add(self, item: bytes) -> None:
         items = self._items

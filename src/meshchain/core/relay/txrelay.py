@@ -57,6 +57,10 @@ UNSOLICITED_PER_SECOND = 10.0
 STALL_BURST = 200.0
 STALLS_PER_SECOND = 1.0
 
+# Bitcoin's unbroadcast set (m_unbroadcast_txids) has no cap; ours is bounded: our own
+# transactions that no peer has asked for yet, announced again to each new peer.
+MAX_UNBROADCAST = 1_000
+
 REQUEST_TIMER = "relay/tx-requests"
 INBOUND_TRICKLE_TIMER = "relay/trickle-inbound"
 OUTBOUND_TRICKLE_PREFIX = "relay/trickle/"
@@ -88,10 +92,13 @@ class TxRelay:
         self._peers: dict[PeerId, _TxPeer] = {}
         self._request_timer_at: float | None = None
         self._inbound_timer_pending = False
+        # Our own transactions until a peer asks for one (or announces it): a node that
+        # had no peer when it fluffed one would otherwise never tell anyone.
+        self._unbroadcast = BoundedSet(MAX_UNBROADCAST)
 
     # --- peers ----------------------------------------------------------------------
 
-    def peer_connected(self, peer: PeerId, outbound: bool, now: float) -> None:
+    def peer_connected(self, peer: PeerId, outbound: bool, now: float) -> list[Action]:
         self._peers[peer] = _TxPeer(
             outbound,
             BoundedSet(MAX_KNOWN_TXS_PER_PEER),
@@ -99,6 +106,10 @@ class TxRelay:
             TokenBucket(STALLS_PER_SECOND, STALL_BURST, now),
         )
         self.tracker.add_peer(peer, preferred=outbound)
+        actions: list[Action] = []
+        for txid in [t for t in self._unbroadcast if t in self.mempool]:
+            actions += self._queue(peer, self._peers[peer], txid, now)
+        return actions
 
     def peer_disconnected(self, peer: PeerId, now: float) -> list[Action]:
         if self._peers.pop(peer, None) is None:
@@ -142,6 +153,7 @@ class TxRelay:
         known, tracker, seen = state.known, self.tracker, self.seen
         for txid in txids:
             known.add(txid)
+            self._unbroadcast.discard(txid)
             if not seen(txid):
                 tracker.announced(peer, txid, now)  # past the cap: ignored, as Bitcoin
         return self._requests(now)
@@ -157,6 +169,7 @@ class TxRelay:
                 missing.append(txid)
             else:
                 found.append(vtx.tx)
+                self._unbroadcast.discard(txid)
         actions: list[Action] = [
             Send(peer, Transactions(found[i : i + MAX_TXS_PER_MESSAGE]))
             for i in range(0, len(found), MAX_TXS_PER_MESSAGE)
@@ -215,22 +228,28 @@ class TxRelay:
 
     def announce(self, txid: bytes, source: PeerId | None, now: float) -> list[Action]:
         """Queue a new mempool transaction for every peer but its source that lacks it."""
+        if source is None:
+            self._unbroadcast.add(txid)
         actions: list[Action] = []
         for peer, state in self._peers.items():
-            if peer == source or txid in state.known:
-                continue
-            state.queue[txid] = None
-            if state.timer_pending:
-                continue
-            state.timer_pending = True
-            if state.outbound:
-                due = now + self.rng.expovariate(1.0 / self.config.outbound_trickle)
-                actions.append(ScheduleTimer(OUTBOUND_TRICKLE_PREFIX + peer, due))
-            elif not self._inbound_timer_pending:
-                self._inbound_timer_pending = True
-                due = now + self.rng.expovariate(1.0 / self.config.inbound_trickle)
-                actions.append(ScheduleTimer(INBOUND_TRICKLE_TIMER, due))
+            if peer != source and txid not in state.known:
+                actions += self._queue(peer, state, txid, now)
         return actions
+
+    def _queue(self, peer: PeerId, state: _TxPeer, txid: bytes, now: float) -> list[Action]:
+        """Queue one announcement; the timer that sends it, if none is running."""
+        state.queue[txid] = None
+        if state.timer_pending:
+            return []
+        state.timer_pending = True
+        if state.outbound:
+            due = now + self.rng.expovariate(1.0 / self.config.outbound_trickle)
+            return [ScheduleTimer(OUTBOUND_TRICKLE_PREFIX + peer, due)]
+        if self._inbound_timer_pending:
+            return []
+        self._inbound_timer_pending = True
+        due = now + self.rng.expovariate(1.0 / self.config.inbound_trickle)
+        return [ScheduleTimer(INBOUND_TRICKLE_TIMER, due)]
 
     def timer(self, timer: str, now: float) -> list[Action] | None:
         """Handle a relay timer; None if the timer is not ours."""
