@@ -20,6 +20,7 @@ from meshchain.core.events import Action, Dial, DialFailed, Input, NodeStarted, 
 from meshchain.core.node import Node, NodeConfig
 from meshchain.core.peers.address import NetAddress, net_address
 from meshchain.core.peers.config import PeerConfig, PersistentPeer
+from meshchain.core.relay.config import RelayConfig
 from meshchain.core.store import ChainStore, MemoryStore
 from meshchain.core.transport.identity import new_noise_static_key
 from meshchain.core.transport.session import (
@@ -70,6 +71,7 @@ class Net:
     genesis: Genesis
     wallet: SecretKey
     keys: list[SecretKey]  # node identities, in order; all are members of the genesis
+    authority: SecretKey  # the chain's one block signer
 
 
 def network(nodes: int, seed: int) -> Net:
@@ -83,7 +85,7 @@ def network(nodes: int, seed: int) -> Net:
         members=keys,
         allocations=[(address_from_public_key(wallet.public_key), 1_000 * COIN)],
     )
-    return Net(genesis, wallet, keys)
+    return Net(genesis, wallet, keys, authority)
 
 
 class Recorder(NodeDriver):
@@ -164,13 +166,20 @@ async def start(
     members: frozenset[bytes] | None = None,
     started: bool = True,
     max_connections: int = MAX_CONNECTIONS,
+    validator: bool = False,
+    relay: RelayConfig | None = None,
 ) -> LiveNode:
     """A node with identity `net.keys[index]`, dialling from `host`; it listens on
     `host:port` unless `port` is None."""
     key = net.keys[index]
     config = peers or PeerConfig(discovery=False)
     node = Node(
-        NodeConfig(net.genesis, peers=replace(config, node_id=key.public_key)),
+        NodeConfig(
+            net.genesis,
+            net.authority if validator else None,
+            peers=replace(config, node_id=key.public_key),
+            relay=relay or RelayConfig(),
+        ),
         store or MemoryStore(),
         random.Random(index),
     )
