@@ -3,6 +3,8 @@ announce-then-fetch (with Dandelion++ and compact blocks) over the secure transp
 
 from __future__ import annotations
 
+import itertools
+
 from loops import Runner
 from peerkit import Fleet, LiveNode, network, until
 
@@ -52,10 +54,10 @@ def test_five_nodes_in_a_line_relay_a_transaction_and_the_block_that_holds_it(
         fleet = Fleet(net)
         try:
             nodes = [await fleet.start(i, validator=i == 0, relay=QUICK) for i in range(NODES)]
-            for left, right in zip(nodes, nodes[1:], strict=False):
+            for left, right in itertools.pairwise(nodes):
                 await right.dial(left)  # each dials its left neighbour: 4 is 4 hops from 0
             await until(
-                lambda: all(a.connected_to(b) for a, b in zip(nodes, nodes[1:], strict=False)),
+                lambda: all(a.connected_to(b) for a, b in itertools.pairwise(nodes)),
                 "the line to form",
             )
             far = nodes[-1]
