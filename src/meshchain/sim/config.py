@@ -96,6 +96,7 @@ class SimConfig:
     download_bps: float | None = None
     loss: float = 0.0
     tx_rate: float = 5.0  # transactions per second, network-wide
+    tx_data_bytes: int = 0  # random payload per transaction (bigger transactions)
     wallets: int = 100
     authorities: int = 4
     block_interval: float = 10.0
@@ -106,6 +107,8 @@ class SimConfig:
     crashes: tuple[CrashSpec, ...] = ()
     adversaries: tuple[AdversarySpec, ...] = ()
     relay: RelayConfig = field(default_factory=RelayConfig)  # every node's relay settings
+    # Run again with compact blocks off and report both (scenarios/propagation.toml).
+    compare_full_blocks: bool = False
 
     @property
     def spare_nodes(self) -> int:

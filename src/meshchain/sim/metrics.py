@@ -69,6 +69,8 @@ class Metrics:
     def __init__(self, nodes: int) -> None:
         self.nodes = nodes
         self.tx_origin: dict[bytes, float] = {}
+        self.tx_source: dict[bytes, int] = {}  # txid -> the node it was submitted to
+        self.block_producer: dict[bytes, int] = {}  # block hash -> the node that made it
         self.tx_reached: dict[bytes, int] = defaultdict(int)
         self.tx_delays: list[float] = []
         self.tx_full: list[float] = []  # time for a transaction to reach every node
@@ -84,8 +86,9 @@ class Metrics:
         self.rejected_blocks = 0
         self.rejected_transactions = 0
 
-    def submitted(self, txid: bytes, now: float) -> None:
+    def submitted(self, txid: bytes, now: float, node: int) -> None:
         self.tx_origin.setdefault(txid, now)
+        self.tx_source.setdefault(txid, node)
 
     # `sent` and `received` run once per message: `message_kind` is inlined (and
     # `SimHost.receive` inlines `received`).
@@ -108,6 +111,7 @@ class Metrics:
         elif isinstance(action, BlockAccepted):
             if action.produced:
                 self.block_origin[action.block_hash] = now
+                self.block_producer[action.block_hash] = node
                 self.blocks_produced += 1
             origin = self.block_origin.get(action.block_hash)
             if origin is not None:

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import msgspec
 
 from meshchain.core.chain.ledger import MAX_MONEY
+from meshchain.core.chain.tx import MAX_TX_DATA_SIZE
 from meshchain.core.relay.config import RelayConfig, RelayMode
 from meshchain.errors import ConfigError
 from meshchain.sim.adversary import ADVERSARIES
@@ -87,6 +88,7 @@ class _Network(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class _Workload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tx_rate: Annotated[float, msgspec.Meta(ge=0, le=1e6)] = _DEFAULT.tx_rate
+    tx_data_bytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_TX_DATA_SIZE)] = _DEFAULT.tx_data_bytes
     wallets: Annotated[int, msgspec.Meta(ge=1, le=MAX_MONEY // WALLET_FUNDS)] = _DEFAULT.wallets
     authorities: Annotated[int, msgspec.Meta(ge=1)] = _DEFAULT.authorities
     # Block timestamps are whole milliseconds, so one is the shortest interval.
@@ -148,6 +150,7 @@ class _Relay(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     epoch: Interval = _RELAY.epoch
     epoch_jitter: Seconds = _RELAY.epoch_jitter
     embargo_mean: Interval = _RELAY.embargo_mean
+    compare_full_blocks: bool = _DEFAULT.compare_full_blocks
 
 
 class _Scenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -236,6 +239,7 @@ def _build(s: _Scenario) -> SimConfig:
         download_bps=net.download_bps,
         loss=net.loss,
         tx_rate=work.tx_rate,
+        tx_data_bytes=work.tx_data_bytes,
         wallets=work.wallets,
         authorities=work.authorities,
         block_interval=work.block_interval,
@@ -255,6 +259,7 @@ def _build(s: _Scenario) -> SimConfig:
         crashes=_crashes(s.faults.crashes, nodes, quiet_from),
         adversaries=_adversaries(s.adversaries, nodes),
         relay=_relay(s.relay),
+        compare_full_blocks=s.relay.compare_full_blocks,
     )
 
 
@@ -266,6 +271,7 @@ def _relay(spec: _Relay) -> RelayConfig:
             "$.relay.mode", f"unknown relay mode {spec.mode!r} (one of {', '.join(modes)})"
         )
     fields = msgspec.structs.asdict(spec) | {"mode": mode}
+    del fields["compare_full_blocks"]  # a simulator option, not a node's
     return RelayConfig(**fields)
 
 

@@ -46,6 +46,7 @@ from meshchain.sim.invariants import (
 from meshchain.sim.metrics import Metrics
 from meshchain.sim.network import LatencyModel, Partition, SimNetwork
 from meshchain.sim.peering import HonestGraphConnected, OutboundTargets, peer_report
+from meshchain.sim.propagation import lower_bounds, relay_cost
 
 Invariant = Callable[["World", bool], list[str]]
 WALLET_FUNDS = 10_000 * COIN  # a thousand wallets stay within MAX_MONEY
@@ -283,7 +284,7 @@ class World:
         key = self.wallets[wallet]
         address = address_from_public_key(key.public_key)
         assert origin.node is not None
-        nonce = max(self._nonces.get(wallet, 0), origin.node.mempool.next_nonce(address))
+        nonce = max(self._nonces.get(wallet, 0), origin.node.next_nonce(address))
         recipient = self.wallets[rng.randrange(len(self.wallets))]
         body = TxBody(
             self.chain_id,
@@ -292,10 +293,11 @@ class World:
             rng.randrange(*TX_AMOUNT_RANGE),
             rng.randrange(*TX_FEE_RANGE),
             nonce,
+            rng.randbytes(self.config.tx_data_bytes),
         )
         tx = sign_transaction(body, key, aux_rand=rng.randbytes(32))
         self._nonces[wallet] = nonce + 1
-        self.metrics.submitted(compute_txid(body), self.sim.now)
+        self.metrics.submitted(compute_txid(body), self.sim.now, origin.index)
         origin.feed(TransactionSubmitted(encode(tx)))
 
     def _schedule_faults(self) -> None:
@@ -406,6 +408,8 @@ class World:
                 "adversaries": summarize(self.adversaries),
                 "peers": peer_report(self, self.outbound_targets),
                 **self._attack_outcome(),
+                "propagation_lower_bound_seconds": lower_bounds(self),
+                "relay_cost": relay_cost(self),
                 "finality_latency_seconds": None,  # PoA has no finality votes yet
                 "simulator": {
                     "events": self.sim.events_processed,
