@@ -117,6 +117,9 @@ BAD = [
     ("bad type", _set("network.nodes", "many"), ["Expected `int`", "$.network.nodes"]),
     ("bool is no int", _set("network.nodes", True), ["got `bool`", "$.network.nodes"]),
     ("too few nodes", _set("network.nodes", 1), [">= 2", "$.network.nodes"]),
+    ("unknown relay mode", _set("relay.mode", "gossipsub"), ["gossipsub", "$.relay.mode"]),
+    ("fluff over 1", _set("relay.fluff_probability", 1.5), ["<= 1", "$.relay.fluff_probability"]),
+    ("payload too big", _set("workload.tx_data_bytes", 300), ["<= 256", "tx_data_bytes"]),
     (
         "out_degree equal to nodes",
         _set("network.out_degree", 10),
@@ -307,7 +310,7 @@ def test_load_scenario_reports_toml_syntax_and_missing_files(tmp_path: Path) -> 
         load_scenario(tmp_path / "absent.toml")
 
 
-@pytest.mark.parametrize("name", ["smoke", "scale"])
+@pytest.mark.parametrize("name", ["smoke", "scale", "propagation"])
 def test_shipped_scenarios_load_and_explain_themselves(name: str) -> None:
     path = SCENARIOS / f"{name}.toml"
     lines = path.read_text().splitlines()
@@ -322,6 +325,17 @@ def test_scale_scenario_has_the_agreed_shape() -> None:
     config = load_scenario(SCENARIOS / "scale.toml")
     assert (config.nodes, config.out_degree) == (1000, 8)
     assert (config.tx_rate, config.block_interval, config.duration) == (20.0, 10.0, 600.0)
+
+
+def test_propagation_scenario_has_the_agreed_shape() -> None:
+    config = load_scenario(SCENARIOS / "propagation.toml")
+    assert (config.nodes, config.out_degree) == (1000, 8)
+    assert config.latency.model == "lognormal"
+    assert config.latency.median_ms == 50.0
+    assert config.compare_full_blocks
+    # About 1 MB of ~430-byte transactions arrive per block interval.
+    block_bytes = config.tx_rate * config.block_interval * 430
+    assert 0.9e6 <= block_bytes <= 1.1e6
 
 
 def test_smoke_scenario_exercises_faults() -> None:

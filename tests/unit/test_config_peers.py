@@ -53,3 +53,28 @@ def test_bandwidth_caps_are_optional_and_never_negative() -> None:
     assert limits.global_bytes_per_second is None
     with pytest.raises(ConfigError, match=r"p2p\.max_receive_bps"):
         home(max_receive_bps=-5).bandwidth()
+
+
+def relay_home(**relay: object) -> DataDir:
+    return DataDir(Path("."), msgspec.convert({"relay": relay}, ConfigFile))
+
+
+def test_the_relay_table_becomes_the_relay_config() -> None:
+    from meshchain.core.relay.config import RelayConfig, RelayMode
+
+    assert relay_home().relay_config() == RelayConfig()
+    config = relay_home(mode="flood", dandelion=False, fluff_probability=0.2).relay_config()
+    assert (config.mode, config.dandelion, config.fluff_probability) == (
+        RelayMode.FLOOD,
+        False,
+        0.2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("relay", "key"),
+    [({"mode": "gossip"}, "relay.mode"), ({"fluff_probability": 2.0}, "fluff_probability")],
+)
+def test_a_bad_relay_value_names_its_key(relay: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        relay_home(**relay).relay_config()
