@@ -296,18 +296,28 @@ class Node:
             )
         return actions
 
+    def admit(
+        self, pool: Mempool, tx: Transaction, raw: bytes | None, now: float, peer: PeerId | None
+    ) -> tuple[VerifiedTx | None, list[Action]]:
+        """Verify a transaction into `pool` (the mempool or the stempool): the verified
+        transaction, or None and what its rejection costs."""
+        try:
+            vtx = self.verify(tx, raw)
+            pool.add(vtx, now)
+        except ValidationError as error:
+            return None, self.rejected(tx, error, now, peer)
+        if peer is not None:
+            self.peer_manager.delivered_transaction(peer, now)
+        return vtx, []
+
     def accept_transaction(
         self, tx: Transaction, raw: bytes | None, now: float, peer: PeerId | None
     ) -> list[Action]:
         if txid_of(tx) in self.mempool:
             return []  # seen already: flood relay delivers most transactions several times
-        try:
-            vtx = self.verify(tx, raw)
-            self.mempool.add(vtx, now)
-        except ValidationError as error:
-            return self.rejected(tx, error, now, peer)
-        if peer is not None:
-            self.peer_manager.delivered_transaction(peer, now)
+        vtx, refused = self.admit(self.mempool, tx, raw, now, peer)
+        if vtx is None:
+            return refused
         if self.flood:
             return [TransactionAccepted(vtx.txid), *self._flood(TransactionMessage(tx), peer)]
         return [TransactionAccepted(vtx.txid), *self.gossip.fluffed(vtx.txid, peer, now)]
@@ -315,6 +325,7 @@ class Node:
     def accept_block(self, block: Block, now: float, peer: PeerId | None) -> list[Action]:
         old_tip = self.chain.tip_hash
         update = self.chain.add_block(block, now)
+        self.gossip.block_relay.arrived(update.block_hash)  # held, connected or refused
         actions: list[Action] = []
         if update.error is not None:
             error = update.error

@@ -174,13 +174,9 @@ class Gossip:
         relay = self.dandelion.route_own() if source is None else self.dandelion.route(source)
         if relay is None:
             return node.accept_transaction(tx, raw, now, source)
-        try:
-            vtx = node.verify(tx, raw)
-            self.stempool.add(vtx, now)
-        except ValidationError as error:
-            return node.rejected(tx, error, now, source)
-        if source is not None:
-            node.peer_manager.delivered_transaction(source, now)
+        vtx, refused = node.admit(self.stempool, tx, raw, now, source)
+        if vtx is None:
+            return refused
         return [
             TransactionStemmed(txid, relay),
             Send(relay, StemTransaction(tx)),
