@@ -215,11 +215,20 @@ class TxRelay:
 
     def announce(self, txid: bytes, source: PeerId | None, now: float) -> list[Action]:
         """Queue a new mempool transaction for every peer but its source that lacks it."""
+        return self.announce_many([txid], source, now)
+
+    def announce_many(self, txids: list[bytes], source: PeerId | None, now: float) -> list[Action]:
+        """`announce` for new mempool transactions from one source (a `Transactions`
+        message): one pass over the peers, not one per transaction."""
         actions: list[Action] = []
         for peer, state in self._peers.items():
-            if peer == source or txid in state.known:
+            if peer == source:
                 continue
-            state.queue[txid] = None
+            known = state.known
+            fresh = [txid for txid in txids if txid not in known]
+            if not fresh:
+                continue
+            state.queue.update(dict.fromkeys(fresh))
             if state.timer_pending:
                 continue
             state.timer_pending = True
