@@ -19,6 +19,12 @@ hold all N afterwards. The transactions come from N/50 funded accounts of a Chai
 genesis, 50 nonces each (under MAX_PENDING_PER_SENDER), so every one is valid; the node
 has no validator key, so no block is made and the mempool just fills.
 
+Two figures, each against its own baseline: per second of wall clock, and per second
+of CPU time (the node process's `process_time` from its listening to the run's end,
+handshakes and idle ticks included; the baseline's own `process_time`). The machine's
+CPUs may be shared with other work, which takes wall-clock time from both processes
+unevenly; CPU time is what one core spends per transaction whatever else runs.
+
 The node's trickle timers (mean 2 s outbound, 5 s inbound by default) are shortened to
 --trickle (0.1 s) so that a run of a few seconds measures throughput rather than the
 announcement delay; shorter trickles mean more and smaller Inventory, GetData and
@@ -122,17 +128,18 @@ def make_transactions(count: int) -> tuple[ChainKit, list[list[Transaction]]]:
     return kit, shares
 
 
-def baseline_rate(txs: list[Transaction], repeats: int = 3) -> float:
-    """Transactions a second through decode, verify, encode and seal-for-8, best of runs."""
+def baseline_rate(txs: list[Transaction], repeats: int = 3) -> tuple[float, float]:
+    """Transactions a second through decode, verify, encode and seal-for-8, best of runs:
+    per second of wall clock, and per second of this process's CPU time."""
     raws = [
         MESSAGE_CODEC.encode(Transactions(txs[i : i + BASELINE_BATCH]))
         for i in range(0, len(txs), BASELINE_BATCH)
     ]
-    best = 0.0
+    best = best_cpu = 0.0
     for _ in range(repeats):
         verifier = SignatureVerifier()  # keys parsed afresh, as a node meets new senders
         ciphers = [CipherState(key=bytes([i + 1]) * 32) for i in range(RECEIVERS)]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for raw in raws:
             message = cast(Transactions, MESSAGE_CODEC.decode(raw))
             for tx in message.transactions:
@@ -144,7 +151,8 @@ def baseline_rate(txs: list[Transaction], repeats: int = 3) -> float:
                 for offset in range(0, len(out), MAX_FRAME_PLAINTEXT):
                     cipher.encrypt_with_ad(b"", out[offset : offset + MAX_FRAME_PLAINTEXT])
         best = max(best, len(txs) / (time.perf_counter() - start))
-    return best
+        best_cpu = max(best_cpu, len(txs) / (time.process_time() - cpu))
+    return best, best_cpu
 
 
 # --- the node (subprocess) -------------------------------------------------------------
@@ -177,12 +185,15 @@ async def run_node(args: argparse.Namespace) -> None:
     for feeder in args.feeders.split(","):
         await service.dial(HOST, int(feeder))
     print(port, flush=True)
+    cpu = time.process_time()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
+    cpu = time.process_time() - cpu
     counters = node.peer_manager.counters
     stats = {
         "mempool": len(node.mempool),
         "rate_limited": counters.rate_limited,
         "punished": counters.punished,
+        "cpu_s": round(cpu, 2),  # from its listening until the end of the run
     }
     driver.stop()
     await service.close()
@@ -332,6 +343,7 @@ class Receiver(Peer):
 @dataclass
 class RelayResult:
     rate: float
+    cpu_rate: float  # relayed per second of the node process's CPU time
     relayed: int  # transactions every receiver holds
     elapsed: float
     stats: dict[str, object]
@@ -384,21 +396,24 @@ async def relay_run(
             await loop.create_connection(lambda s=service: Link(s, True), HOST, node_port)  # type: ignore[misc]
         peers: list[Peer] = [*feeders, *receivers]
         await asyncio.wait_for(asyncio.gather(*(peer.ready for peer in peers)), 30)
-        start = time.perf_counter()
+        start, load_cpu = time.perf_counter(), time.process_time()
         for feeder in feeders:
             feeder.start()
         with contextlib.suppress(TimeoutError):  # reported as far as it got
             await asyncio.wait_for(all_done, RUN_CAP)
         end = max((r.done_at or time.perf_counter()) for r in receivers)
         relayed = min(len(r.signatures) for r in receivers)
+        load_cpu = time.process_time() - load_cpu
         for receiver in receivers:
             if receiver.link is not None:
                 receiver.link.close(GoodbyeCode.NORMAL, "done")
         node.stdin.close()
         stats = json.loads(await loop.run_in_executor(None, node.stdout.readline) or "{}")
+        stats["load_cpu_s"] = round(load_cpu, 2)
         if any(r.not_found for r in receivers):
             stats["not_found"] = sum(r.not_found for r in receivers)
-        return RelayResult(relayed / (end - start), relayed, end - start, stats)
+        cpu_rate = relayed / max(float(stats.get("cpu_s", 0.0)), 1e-9)
+        return RelayResult(relayed / (end - start), cpu_rate, relayed, end - start, stats)
     finally:
         if node.stdin is not None and not node.stdin.closed:
             node.stdin.close()
@@ -414,34 +429,35 @@ async def relay_run(
 # --- the report ------------------------------------------------------------------------
 
 
-def report(baselines: list[float], results: list[RelayResult], total: int) -> None:
-    base, best = max(baselines), max(results, key=lambda r: r.rate)
-    ratio = best.rate / base
-    rows = [
-        ("relayed tx/s (node, 1 CPU)", f"{best.rate:,.0f}", f"{base:,.0f}", f"{ratio:.2f}"),
-    ]
-    print(f"{'':30} {'value':>10} {'baseline':>10} {'ratio':>6}  target")
-    misses = []
-    for name, value, baseline, shown in rows:
-        ok = ratio >= TARGET_RATIO
-        print(
-            f"{name:30} {value:>10} {baseline:>10} {shown:>6}  >= {TARGET_RATIO}"
-            f"  {'PASS' if ok else 'BELOW TARGET'}"
-        )
-        if not ok:
-            misses.append(f"ratio {ratio:.2f} < {TARGET_RATIO}")
-    ok = best.rate >= TARGET_RATE
-    print(
-        f"{'relayed tx/s, absolute':30} {best.rate:>10,.0f} {'':>10} {'':>6}  >= {TARGET_RATE:,.0f}"
-        f"  {'PASS' if ok else 'BELOW TARGET'}"
-    )
-    if not ok:
-        misses.append(f"{best.rate:,.0f} tx/s < {TARGET_RATE:,.0f}")
+def report(baselines: list[tuple[float, float]], results: list[RelayResult], total: int) -> None:
+    """Best of the runs for each figure, as bench/transport.py does; every pair below."""
+    misses: list[str] = []
+    print(f"{'':34} {'value':>10} {'baseline':>10} {'ratio':>6}  target")
+    for name, value, base in (
+        ("relayed tx/s, wall clock", max(r.rate for r in results), max(b[0] for b in baselines)),
+        (
+            "relayed tx/s per CPU-second",
+            max(r.cpu_rate for r in results),
+            max(b[1] for b in baselines),
+        ),
+    ):
+        ratio = value / base
+        for shown, ok, target in (
+            (f"{ratio:>6.2f}", ratio >= TARGET_RATIO, f">= {TARGET_RATIO} x"),
+            ("", value >= TARGET_RATE, f">= {TARGET_RATE:,.0f} tx/s"),
+        ):
+            print(
+                f"{name:34} {value:>10,.0f} {base:>10,.0f} {shown:>6}  {target:13}"
+                f"  {'PASS' if ok else 'BELOW TARGET'}"
+            )
+            if not ok:
+                misses.append(f"{name} {target.split()[0]} {target.split(maxsplit=1)[1]}")
     for i, (b, r) in enumerate(zip(baselines, results)):
         print(
-            f"  pair {i + 1}: baseline {b:,.0f} tx/s, relay {r.rate:,.0f} tx/s "
-            f"({r.relayed:,}/{total:,} to all {RECEIVERS} in {r.elapsed:.2f} s), "
-            f"ratio {r.rate / b:.2f}; node: {json.dumps(r.stats)}"
+            f"  pair {i + 1}: baseline {b[0]:,.0f} tx/s ({b[1]:,.0f} per CPU-s), relay "
+            f"{r.rate:,.0f} tx/s ({r.cpu_rate:,.0f} per node CPU-s; {r.relayed:,}/{total:,} "
+            f"to all {RECEIVERS} in {r.elapsed:.2f} s), ratios {r.rate / b[0]:.2f} wall, "
+            f"{r.cpu_rate / b[1]:.2f} CPU; node: {json.dumps(r.stats)}"
         )
     incomplete = [r for r in results if r.relayed < total or r.stats.get("mempool") != total]
     if incomplete:
@@ -461,7 +477,7 @@ async def measure(args: argparse.Namespace, cpus: list[int]) -> None:
     everything = [tx for share in shares for tx in share]
     node_cpu = cpus[0] if len(cpus) > 1 else None
     load_cpus = set(cpus[1:]) if len(cpus) > 1 else set(cpus)
-    baselines: list[float] = []
+    baselines: list[tuple[float, float]] = []
     results: list[RelayResult] = []
     rounds = 1 if args.profile else args.rounds
     for _ in range(rounds):
