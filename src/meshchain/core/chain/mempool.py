@@ -124,6 +124,12 @@ class Mempool:
         # _tail_token[sender]. Negated tokens make ties pop the newest first.
         self._evict_heap: list[tuple[float, int, bytes]] = []
         self._tail_token: dict[bytes, int] = {}
+        # Per sender, kept by _insert and _remove so that admission costs O(1), not
+        # O(pending): the summed amount + fee of its pooled transactions, and its
+        # (lowest nonce, highest nonce, lowest fee rate), which a removal drops (the next
+        # _score recomputes it) and an insertion extends.
+        self._pending_cost: dict[bytes, int] = {}
+        self._summary: dict[bytes, tuple[int, int, float]] = {}
 
     # -- queries -----------------------------------------------------------------------
 
@@ -194,7 +200,7 @@ class Mempool:
             raise ValidationError(
                 RejectCode.TOO_MANY_PENDING, f"sender has {len(by_nonce)} pending transactions"
             )
-        others = sum(tx_cost(e.vtx) for nonce, e in by_nonce.items() if nonce != body.nonce)
+        others = self._pending_cost.get(sender, 0) - (0 if old is None else tx_cost(old.vtx))
         balance = self._accounts.account_balance(sender)
         if others + tx_cost(vtx) > balance:
             raise ValidationError(
@@ -345,8 +351,20 @@ class Mempool:
 
     def _insert(self, entry: _Entry) -> None:
         vtx = entry.vtx
+        sender, nonce = vtx.sender, entry.nonce
         self._by_id[vtx.txid] = entry
-        self._by_sender.setdefault(vtx.sender, {})[entry.nonce] = entry
+        by_nonce = self._by_sender.get(sender)
+        if by_nonce is None:
+            by_nonce = self._by_sender[sender] = {}
+            self._pending_cost[sender] = 0
+            self._summary[sender] = (nonce, nonce, vtx.fee_rate)
+        else:
+            summary = self._summary.get(sender)
+            if summary is not None:
+                low, high, rate = summary
+                self._summary[sender] = (min(low, nonce), max(high, nonce), min(rate, vtx.fee_rate))
+        by_nonce[nonce] = entry
+        self._pending_cost[sender] += tx_cost(vtx)
         self._bytes += vtx.size
         heapq.heappush(self._expiry_heap, (entry.added_at, entry.seq, vtx.txid))
 
@@ -356,8 +374,12 @@ class Mempool:
         del self._by_id[vtx.txid]
         by_nonce = self._by_sender[vtx.sender]
         del by_nonce[entry.nonce]
-        if not by_nonce:
+        self._summary.pop(vtx.sender, None)
+        if by_nonce:
+            self._pending_cost[vtx.sender] -= tx_cost(vtx)
+        else:
             del self._by_sender[vtx.sender]
+            del self._pending_cost[vtx.sender]
         self._bytes -= vtx.size
 
     def _revalidate(self, addresses: Iterable[bytes]) -> None:
@@ -391,10 +413,15 @@ class Mempool:
 
     def _score(self, sender: bytes, by_nonce: dict[int, _Entry]) -> float:
         """What the sender's transactions are worth to a miner, as a fee rate."""
+        summary = self._summary.get(sender)
+        if summary is None:
+            rate = min(entry.vtx.fee_rate for entry in by_nonce.values())
+            summary = self._summary[sender] = (min(by_nonce), max(by_nonce), rate)
+        low, high, rate = summary
         first = self._accounts.account_nonce(sender)
-        if min(by_nonce) != first or max(by_nonce) - first + 1 != len(by_nonce):
+        if low != first or high - first + 1 != len(by_nonce):
             return _NOT_EXECUTABLE
-        return min(entry.vtx.fee_rate for entry in by_nonce.values())
+        return rate
 
     def _pop_victim(self) -> _Entry:
         """The highest-nonce transaction of the lowest-scoring sender."""

@@ -106,7 +106,7 @@ def verify_transaction(
     if raw is None:
         raw = encode(tx)
     body = tx.body
-    txid = _txid_hash(encode(body))
+    txid = txid_of(tx)  # usually known already: the caller checked the mempool with it
     if not verifier.verify(body.sender, txid, tx.signature):
         raise ValidationError(RejectCode.BAD_SIGNATURE, f"transaction {txid.hex()}")
     return VerifiedTx(tx, txid, address_from_public_key(body.sender), len(raw), leaf_hash(raw))

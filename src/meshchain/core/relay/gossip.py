@@ -64,6 +64,10 @@ class Gossip:
         self.block_relay = BlockRelay(config.compact_blocks, node.rng)
         self.dandelion = Dandelion(config, node.rng)
         self.stempool = Mempool(node.chain.ledger, max_bytes=MAX_STEMPOOL_BYTES)
+        # While a Transactions message is handled: its source, and the transactions it
+        # brought into the mempool, announced together at the end (`_transactions`).
+        self._batch: list[bytes] | None = None
+        self._batch_source: PeerId | None = None
 
     def message_handlers(self) -> dict[type, Handler]:
         return {
@@ -150,6 +154,9 @@ class Gossip:
         """A transaction entered the mempool: it is public now; announce it."""
         if self.stempool.remove(txid) is not None:
             self.dandelion.lift(txid)
+        if self._batch is not None and source == self._batch_source:
+            self._batch.append(txid)
+            return []
         return self.tx_relay.announce(txid, source, now)
 
     def _fluff(self, vtx: VerifiedTx, now: float) -> list[Action]:
@@ -186,11 +193,18 @@ class Gossip:
     def _transactions(self, peer: PeerId, message: Transactions, now: float) -> list[Action]:
         node, relay = self.node, self.tx_relay
         actions: list[Action] = []
-        for tx in message.transactions:
-            txid = txid_of(tx)
-            actions += relay.delivered(peer, txid, now)
-            if txid not in node.mempool:
-                actions += node.accept_transaction(tx, None, now, peer)
+        batch: list[bytes] = []
+        self._batch, self._batch_source = batch, peer
+        try:
+            for tx in message.transactions:
+                txid = txid_of(tx)
+                actions += relay.delivered(peer, txid, now)
+                if txid not in node.mempool:
+                    actions += node.accept_transaction(tx, None, now, peer)
+        finally:
+            self._batch = None
+        if batch:
+            actions += relay.announce_many(batch, peer, now)
         return actions + relay.after_delivery(peer, now)
 
     # --- inventory ------------------------------------------------------------------

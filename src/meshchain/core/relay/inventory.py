@@ -7,46 +7,46 @@ mistakes a new transaction for a known one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Iterable
 
 
-class BoundedSet:
-    """A set that forgets its oldest member once it holds `capacity` of them."""
+class BoundedSet(OrderedDict[bytes, None]):
+    """A set that forgets its oldest member once it holds `capacity` of them.
 
-    __slots__ = ("_items", "capacity")
+    An OrderedDict underneath (members are its keys): `in` and `len` run in C, and
+    forgetting the oldest is O(1). A plain dict's `next(iter(d))` after deleting from
+    the front scans every deleted slot up to the next resize, which made a full set
+    (a peer past 50,000 known transactions) cost thousands of steps per add.
+    """
+
+    __slots__ = ("capacity",)
 
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
             raise ValueError("capacity must be positive")
+        super().__init__()
         self.capacity = capacity
-        self._items: dict[bytes, None] = {}
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._items)
 
     def add(self, item: bytes) -> None:
-        items = self._items
-        if item in items:
+        if item in self:
             return
-        items[item] = None
-        if len(items) > self.capacity:
-            del items[next(iter(items))]
+        self[item] = None
+        if len(self) > self.capacity:
+            self.popitem(last=False)
 
-    def update(self, items: Iterable[bytes]) -> None:
+    def update(self, items: Iterable[bytes]) -> None:  # type: ignore[override]
+        """Add each of `items` in order, as `add` would (written out: relay calls this
+        with every transaction announced to a peer)."""
+        capacity = self.capacity
         for item in items:
-            self.add(item)
+            if item not in self:
+                self[item] = None
+                if len(self) > capacity:
+                    self.popitem(last=False)
 
     def discard(self, item: bytes) -> None:
-        self._items.pop(item, None)
-
-    def clear(self) -> None:
-        self._items.clear()
+        self.pop(item, None)
 
 
 class RecentlyConfirmed:

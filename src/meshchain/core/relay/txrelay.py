@@ -106,10 +106,8 @@ class TxRelay:
             TokenBucket(STALLS_PER_SECOND, STALL_BURST, now),
         )
         self.tracker.add_peer(peer, preferred=outbound)
-        actions: list[Action] = []
-        for txid in [t for t in self._unbroadcast if t in self.mempool]:
-            actions += self._queue(peer, self._peers[peer], txid, now)
-        return actions
+        ours = [txid for txid in self._unbroadcast if txid in self.mempool]
+        return self._queue(peer, self._peers[peer], ours, now) if ours else []
 
     def peer_disconnected(self, peer: PeerId, now: float) -> list[Action]:
         if self._peers.pop(peer, None) is None:
@@ -228,17 +226,26 @@ class TxRelay:
 
     def announce(self, txid: bytes, source: PeerId | None, now: float) -> list[Action]:
         """Queue a new mempool transaction for every peer but its source that lacks it."""
+        return self.announce_many([txid], source, now)
+
+    def announce_many(self, txids: list[bytes], source: PeerId | None, now: float) -> list[Action]:
+        """`announce` for new mempool transactions from one source (a `Transactions`
+        message): one pass over the peers, not one per transaction."""
         if source is None:
-            self._unbroadcast.add(txid)
+            self._unbroadcast.update(txids)
         actions: list[Action] = []
         for peer, state in self._peers.items():
-            if peer != source and txid not in state.known:
-                actions += self._queue(peer, state, txid, now)
+            if peer == source:
+                continue
+            known = state.known
+            fresh = [txid for txid in txids if txid not in known]
+            if fresh:
+                actions += self._queue(peer, state, fresh, now)
         return actions
 
-    def _queue(self, peer: PeerId, state: _TxPeer, txid: bytes, now: float) -> list[Action]:
-        """Queue one announcement; the timer that sends it, if none is running."""
-        state.queue[txid] = None
+    def _queue(self, peer: PeerId, state: _TxPeer, txids: list[bytes], now: float) -> list[Action]:
+        """Queue announcements; the timer that sends them, if none is running."""
+        state.queue.update(dict.fromkeys(txids))
         if state.timer_pending:
             return []
         state.timer_pending = True

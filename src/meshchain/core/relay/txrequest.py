@@ -46,6 +46,8 @@ class TxRequestTracker:
         self._dirty: dict[bytes, None] = {}  # to (re)consider at the next `requests`
         # Transactions that wait only for room in these peers' in-flight allowance.
         self._blocked: dict[PeerId, dict[bytes, None]] = {}
+        # Peers with room again and transactions blocked on them, for the next `requests`.
+        self._freed: dict[PeerId, None] = {}
         self._wakeups: list[tuple[float, bytes]] = []
         # Peers whose requests timed out since the caller last looked (one entry each).
         self.timed_out: list[PeerId] = []
@@ -63,6 +65,7 @@ class TxRequestTracker:
         self._preferred.pop(peer, None)
         self._in_flight.pop(peer, None)
         self._blocked.pop(peer, None)
+        self._freed.pop(peer, None)
         for txid in self._announced.pop(peer, set()):
             wanted = self._wanted.get(txid)
             if wanted is None:
@@ -141,6 +144,8 @@ class TxRequestTracker:
             wanted = self._wanted.get(txid)
             if wanted is not None:
                 self._consider(txid, wanted, now, out)
+        if self._freed:
+            self._unblock(now, out)
         if len(wakeups) > HEAP_SLACK_FACTOR * len(self._wanted) + 1024:
             self._rebuild_wakeups()
         return out
@@ -188,12 +193,27 @@ class TxRequestTracker:
         blocked = self._blocked.get(peer)
         if not blocked or len(self._in_flight[peer]) >= MAX_PEER_IN_FLIGHT:
             return
-        self._dirty.update(blocked)
-        blocked.clear()
+        self._freed[peer] = None
+
+    def _unblock(self, now: float, out: dict[PeerId, list[bytes]]) -> None:
+        """Consider what waited for the freed peers, oldest first, only while a peer has
+        room: the rest would just be blocked again. Releasing the whole backlog on every
+        answer made each delivery of 100 cost thousands of reconsiderations. A released
+        transaction may go to a better announcer instead; the loop then goes on, so a
+        peer is never left idle with transactions blocked on it."""
+        freed, self._freed = self._freed, {}
+        for peer in freed:
+            blocked, in_flight = self._blocked.get(peer), self._in_flight.get(peer)
+            while blocked and in_flight is not None and len(in_flight) < MAX_PEER_IN_FLIGHT:
+                txid = next(iter(blocked))
+                del blocked[txid]
+                wanted = self._wanted.get(txid)
+                if wanted is not None:
+                    self._consider(txid, wanted, now, out)
 
     def next_wakeup(self) -> float | None:
         """When `requests` has something to do without new input (None: never)."""
-        if self._dirty:
+        if self._dirty or self._freed:
             return 0.0
         return self._wakeups[0][0] if self._wakeups else None
 
