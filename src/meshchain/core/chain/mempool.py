@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from meshchain.core.chain.tx import VerifiedTx
+from meshchain.core.chain.tx import Transaction, VerifiedTx
 from meshchain.errors import RejectCode, ValidationError
 
 # Bitcoin Core's default -maxmempool is 300 MB (for 4 MB blocks). Python objects cost
@@ -130,6 +130,9 @@ class Mempool:
         # _score recomputes it) and an insertion extends.
         self._pending_cost: dict[bytes, int] = {}
         self._summary: dict[bytes, tuple[int, int, float]] = {}
+        # Relay asks these for every transaction and every peer: the dict's own bound
+        # methods, called from C, not through a Python method.
+        self.has: Callable[[bytes], bool] = self._by_id.__contains__
 
     # -- queries -----------------------------------------------------------------------
 
@@ -145,6 +148,11 @@ class Mempool:
     def get(self, txid: bytes) -> VerifiedTx | None:
         entry = self._by_id.get(txid)
         return entry.vtx if entry is not None else None
+
+    def transactions(self, txids: Iterable[bytes]) -> list[Transaction]:
+        """Those of `txids` that are here, in order (relay serves requests in bulk)."""
+        by_id = self._by_id
+        return [entry.vtx.tx for txid in txids if (entry := by_id.get(txid)) is not None]
 
     @property
     def bytes_used(self) -> int:

@@ -36,14 +36,11 @@ class BoundedSet(OrderedDict[bytes, None]):
             self.popitem(last=False)
 
     def update(self, items: Iterable[bytes]) -> None:  # type: ignore[override]
-        """Add each of `items` in order, as `add` would (written out: relay calls this
-        with every transaction announced to a peer)."""
-        capacity = self.capacity
-        for item in items:
-            if item not in self:
-                self[item] = None
-                if len(self) > capacity:
-                    self.popitem(last=False)
+        """Add each of `items` in order, as `add` would (in C: relay calls this with
+        every transaction announced to a peer)."""
+        super().update(dict.fromkeys(items))  # members stay where they were, as in add
+        while len(self) > self.capacity:
+            self.popitem(last=False)
 
     def discard(self, item: bytes) -> None:
         self.pop(item, None)

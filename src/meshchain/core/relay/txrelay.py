@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshchain.core.chain.mempool import Mempool
-from meshchain.core.chain.tx import Transaction
 from meshchain.core.events import Action, PeerId, ScheduleTimer, Send
 from meshchain.core.peers.bans import Offence
 from meshchain.core.peers.limits import TokenBucket
@@ -158,21 +157,18 @@ class TxRelay:
 
     def on_get_data(self, peer: PeerId, txids: list[bytes]) -> list[Action]:
         state = self._peers.get(peer)
-        found: list[Transaction] = []
-        missing: list[bytes] = []
-        get = self.mempool.get
-        for txid in txids:
-            vtx = get(txid) if state is not None and txid in state.known else None
-            if vtx is None:
-                missing.append(txid)
-            else:
-                found.append(vtx.tx)
-                self._unbroadcast.discard(txid)
+        known = state.known if state is not None else ()
+        found = self.mempool.transactions([txid for txid in txids if txid in known])
         actions: list[Action] = [
             Send(peer, Transactions(found[i : i + MAX_TXS_PER_MESSAGE]))
             for i in range(0, len(found), MAX_TXS_PER_MESSAGE)
         ]
-        if missing:
+        if self._unbroadcast:
+            for txid in txids:
+                self._unbroadcast.discard(txid)
+        if len(found) < len(txids):
+            has = self.mempool.has
+            missing = [t for t in txids if t not in known or not has(t)]
             actions.append(Send(peer, NotFound(InvKind.TRANSACTION, missing)))
         return actions
 
@@ -279,8 +275,8 @@ class TxRelay:
     def _flush(self, peer: PeerId, state: _TxPeer) -> list[Action]:
         state.timer_pending = False
         queue, state.queue = state.queue, {}
-        known, mempool = state.known, self.mempool
-        txids = [txid for txid in queue if txid in mempool and txid not in known]
+        known, has = state.known, self.mempool.has
+        txids = [txid for txid in queue if has(txid) and txid not in known]
         known.update(txids)
         return [
             Send(peer, Inventory(InvKind.TRANSACTION, txids[i : i + MAX_INV_ENTRIES]))
