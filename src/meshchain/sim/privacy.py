@@ -214,10 +214,20 @@ def run_trial(
     return TrialResult(precision, recall, len(txids) - len(estimate), world.sim.now)
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    """Mean, and the standard error of the mean over runs (0 with one run)."""
-    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return {"mean": round(statistics.fmean(values), DIGITS), "stderr": round(error, DIGITS)}
+def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Mean over runs, and its standard error over graphs: runs on one graph share its
+    spies and links, so they are not independent samples (over runs with one graph)."""
+    by_graph: dict[int, list[float]] = {}
+    for run in runs:
+        by_graph.setdefault(run["graph"], []).append(run[key])
+    units = (
+        [statistics.fmean(values) for values in by_graph.values()]
+        if len(by_graph) > 1
+        else [run[key] for run in runs]
+    )
+    error = statistics.stdev(units) / math.sqrt(len(units)) if len(units) > 1 else 0.0
+    mean = statistics.fmean(run[key] for run in runs)
+    return {"mean": round(mean, DIGITS), "stderr": round(error, DIGITS)}
 
 
 def run_experiment(
@@ -248,8 +258,8 @@ def run_experiment(
                     f"graph {g + 1}/{config.graphs} trial {t + 1}/{config.trials}: "
                     f"precision {result.precision:.3f} recall {result.recall:.3f}"
                 )
-    precision = _summary([run["precision"] for run in runs])
-    recall = _summary([run["recall"] for run in runs])
+    precision = _summary(runs, "precision")
+    recall = _summary(runs, "recall")
     p = config.spy_count / config.nodes
     return {
         "setting": {
