@@ -62,7 +62,9 @@ EPHEMERAL_PORTS = (32768, 60999)  # Linux's default range: the port an inbound p
 
 
 class World:
-    def __init__(self, config: SimConfig, seed: int) -> None:
+    def __init__(
+        self, config: SimConfig, seed: int, topology: list[list[int]] | None = None
+    ) -> None:
         self.config = config
         self.seed = seed
         self.sim = Simulator(seed)
@@ -103,7 +105,15 @@ class World:
         self.block_pool: dict[bytes, bytes] = {}  # one copy of each block's bytes
         self.addresses = [host_address(index, config) for index in range(total)]
         self.by_address = {address: index for index, address in enumerate(self.addresses)}
-        self.topology = self._static_topology(self.sim.rng("topology"))
+        # A caller may bring its own static graph (each node's chosen neighbours), as an
+        # experiment that reruns one graph with many seeds does (`privacy.py`).
+        self.topology = (
+            self._static_topology(self.sim.rng("topology"))
+            if topology is None
+            else [list(chosen) for chosen in topology]
+        )
+        if len(self.topology) != config.total_nodes:
+            raise ValueError(f"the topology names {len(self.topology)} nodes, not {total}")
         persistent = self.topology
         self.hosts = [
             SimHost(
