@@ -25,7 +25,7 @@ from meshchain.core.relay.compact import (
     block_transactions,
     compact_block,
 )
-from meshchain.core.relay.inventory import BoundedSet
+from meshchain.core.relay.inventory import RollingSet
 from meshchain.core.wire.codec import MAX_UINT
 from meshchain.core.wire.messages import (
     BlockMessage,
@@ -59,7 +59,7 @@ BlockLookup = Callable[[bytes], Block | None]
 
 @dataclass(slots=True)
 class _BlockPeer:
-    known: BoundedSet
+    known: RollingSet
     push_compact: bool = False  # it asked for high-bandwidth mode
 
 
@@ -83,7 +83,7 @@ class BlockRelay:
     # --- peers ----------------------------------------------------------------------
 
     def peer_connected(self, peer: PeerId) -> None:
-        self._peers[peer] = _BlockPeer(BoundedSet(MAX_KNOWN_BLOCKS_PER_PEER))
+        self._peers[peer] = _BlockPeer(RollingSet(MAX_KNOWN_BLOCKS_PER_PEER))
 
     def peer_disconnected(self, peer: PeerId, now: float) -> list[Action]:
         self._peers.pop(peer, None)

@@ -28,7 +28,7 @@ from meshchain.core.events import Action, PeerId, ScheduleTimer, Send
 from meshchain.core.peers.bans import Offence
 from meshchain.core.peers.limits import TokenBucket
 from meshchain.core.relay.config import RelayConfig
-from meshchain.core.relay.inventory import BoundedSet, RecentlyConfirmed
+from meshchain.core.relay.inventory import FifoSet, RecentlyConfirmed, RollingSet
 from meshchain.core.relay.txrequest import TxRequestTracker
 from meshchain.core.wire.messages import (
     MAX_INV_ENTRIES,
@@ -70,7 +70,7 @@ Punish = Callable[[PeerId, Offence, float, str], list[Action]]
 @dataclass(slots=True)
 class _TxPeer:
     outbound: bool
-    known: BoundedSet
+    known: RollingSet
     unsolicited: TokenBucket
     stalls: TokenBucket
     queue: dict[bytes, None] = field(default_factory=dict)  # to announce, in order
@@ -87,20 +87,20 @@ class TxRelay:
         self.punish = punish
         self.tracker = TxRequestTracker()
         self.confirmed = RecentlyConfirmed(RECENT_CONFIRMED_DEPTH)
-        self.recent_rejects = BoundedSet(MAX_RECENT_REJECTS)
+        self.recent_rejects = RollingSet(MAX_RECENT_REJECTS)
         self._peers: dict[PeerId, _TxPeer] = {}
         self._request_timer_at: float | None = None
         self._inbound_timer_pending = False
         # Our own transactions until a peer asks for one (or announces it): a node that
         # had no peer when it fluffed one would otherwise never tell anyone.
-        self._unbroadcast = BoundedSet(MAX_UNBROADCAST)
+        self._unbroadcast = FifoSet(MAX_UNBROADCAST)
 
     # --- peers ----------------------------------------------------------------------
 
     def peer_connected(self, peer: PeerId, outbound: bool, now: float) -> list[Action]:
         self._peers[peer] = _TxPeer(
             outbound,
-            BoundedSet(MAX_KNOWN_TXS_PER_PEER),
+            RollingSet(MAX_KNOWN_TXS_PER_PEER),
             TokenBucket(UNSOLICITED_PER_SECOND, UNSOLICITED_BURST, now),
             TokenBucket(STALLS_PER_SECOND, STALL_BURST, now),
         )
