@@ -45,6 +45,8 @@ from meshchain.errors import RejectCode, StoreError, ValidationError
 MAX_ORPHAN_BLOCKS = 64
 # ...and at most this many encoded bytes of them (eight full 4 MB blocks).
 MAX_ORPHAN_BYTES = 32 * 1024 * 1024
+# Bitcoin: a block's time must exceed the median of the previous 11 blocks' times.
+MEDIAN_TIME_SPAN = 11
 META_CHAIN_ID = "chain_id"
 META_MINTED = "minted"
 META_BURNT = "burnt"
@@ -320,7 +322,25 @@ class ChainState:
             raise ValidationError(RejectCode.BAD_TIMESTAMP, "timestamp before the parent's")
         if header.timestamp_ms > int(now * 1000) + self.engine.max_future_drift_ms:
             raise ValidationError(RejectCode.BAD_TIMESTAMP, "timestamp too far in the future")
+        median = self.median_time_past(parent.hash)
+        if header.timestamp_ms <= median:
+            raise ValidationError(
+                RejectCode.BAD_TIMESTAMP,
+                f"timestamp {header.timestamp_ms} is not after the median of the last "
+                f"{MEDIAN_TIME_SPAN} blocks ({median})",
+            )
         self.engine.check_header(header, self._headers[parent.hash])
+
+    def median_time_past(self, block_hash_: bytes) -> int:
+        """The median timestamp of a block and its ancestors, up to MEDIAN_TIME_SPAN of
+        them (Bitcoin's GetMedianTimePast): a new child must be later than this."""
+        times: list[int] = []
+        entry = self._entries.get(block_hash_)
+        while entry is not None and len(times) < MEDIAN_TIME_SPAN:
+            times.append(entry.timestamp_ms)
+            entry = self._entries.get(entry.parent) if entry.height > 0 else None
+        times.sort()
+        return times[len(times) // 2]
 
     def _hold_orphan(self, this_hash: bytes, block: Block, size: int) -> ChainUpdate:
         """Keep a block whose parent is unknown; the oldest orphans go first when full."""
@@ -473,10 +493,11 @@ class ChainState:
             chain_id=self.chain_id,
             height=tip.height + 1,
             parent=self.tip_hash,
-            timestamp_ms=max(timestamp_ms, tip.timestamp_ms),
+            timestamp_ms=max(timestamp_ms, self.median_time_past(self.tip_hash) + 1),
             tx_root=transactions_root(transactions),
             state_root=state_root,
             beneficiary=beneficiary,
+            consensus=self.engine.template_consensus(tip),
         )
         return Block(header, transactions), accepted
 

@@ -30,6 +30,10 @@ class ConsensusEngine(Protocol):
         """Whether the holder of `public_key` may make the block at `height`."""
         ...
 
+    def template_consensus(self, parent: BlockHeader) -> bytes:
+        """A new block's consensus field before sealing (a PoW target; empty for PoA)."""
+        ...
+
     def seal(self, header: BlockHeader, key: SecretKey) -> BlockHeader:
         """Fill the header's consensus field so that `check_header` accepts it."""
         ...
