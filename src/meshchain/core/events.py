@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from meshchain.core.chain.block import Block
 from meshchain.core.peers.address import NetAddress
 from meshchain.core.wire.messages import Message
 from meshchain.errors import RejectCode
@@ -112,6 +113,13 @@ class NodeStopping:
     """The driver is shutting down: the node saves what it keeps across restarts."""
 
 
+@dataclass(frozen=True, slots=True)
+class BlockMined:
+    """The driver's miner found the proof of work for a `MineBlock` template."""
+
+    block: Block
+
+
 Input = (
     NodeStarted
     | PeerConnected
@@ -122,6 +130,7 @@ Input = (
     | DialFailed
     | PingMeasured
     | SessionViolation
+    | BlockMined
     | (NodeStopping)
 )
 
@@ -227,4 +236,14 @@ Notice = (
     | ChainReorganized
     | (PeerPunished)
 )
-Action = Send | Disconnect | Dial | ScheduleTimer | Notice
+
+
+@dataclass(frozen=True, slots=True)
+class MineBlock:
+    """Search for a proof-of-work nonce for this template, off the event loop, and feed
+    back `BlockMined`; a newer MineBlock replaces the search (the tip moved on)."""
+
+    block: Block
+
+
+Action = Send | Disconnect | Dial | ScheduleTimer | MineBlock | Notice

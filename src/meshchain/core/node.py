@@ -26,12 +26,13 @@ from meshchain.core.chain.tx import (
     verify_transaction,
 )
 from meshchain.core.chain.validation import check_transaction
-from meshchain.core.consensus import engine_for
+from meshchain.core.consensus import ProofOfWork, engine_for
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
 from meshchain.core.events import (
     Action,
     BlockAccepted,
+    BlockMined,
     BlockRejected,
     ChainReorganized,
     ConnectionKind,
@@ -39,6 +40,7 @@ from meshchain.core.events import (
     Disconnect,
     Input,
     MessageReceived,
+    MineBlock,
     NodeStarted,
     NodeStopping,
     PeerConnected,
@@ -74,6 +76,9 @@ MEMPOOL_EXPIRE_INTERVAL = 60.0  # seconds between mempool expiry sweeps
 # Block templates stay well under MAX_BLOCK_SIZE so a block always fits one message.
 BLOCK_TEMPLATE_MAX_BYTES = 1_000_000
 BLOCK_TEMPLATE_MAX_TXS = 5_000
+# Ours: a miner rebuilds its template this often (new transactions, a fresh timestamp),
+# besides at once whenever its tip changes.
+MINING_TEMPLATE_REFRESH = 10.0
 # Parents of orphan blocks we asked peers for and still wait on (Bitcoin's pre-headers
 # orphan resolution; the sync issue replaces it with headers-first download).
 MAX_PENDING_BLOCK_REQUESTS = 64
@@ -135,6 +140,8 @@ class Node:
         self._beneficiary = config.beneficiary or (
             address_from_public_key(key.public_key) if key is not None else bytes(20)
         )
+        # Proof of work: a node with a key mines (the key only names who is paid).
+        self.mining = isinstance(self.engine, ProofOfWork) and key is not None
 
     # --- the one entry point ----------------------------------------------------------
 
@@ -167,6 +174,7 @@ class Node:
             ),
             TransactionSubmitted: lambda event, now: self._submitted(event.raw, now),
             TimerFired: lambda event, now: self._timer(event.timer, now),
+            BlockMined: lambda event, now: self.accept_block(event.block, now, None),
         }
         self._message_handlers: dict[type, Callable[[PeerId, Any, float], list[Action]]] = {
             TransactionMessage: self._transaction_message,
@@ -221,7 +229,9 @@ class Node:
 
     def _started(self, now: float) -> list[Action]:
         actions: list[Action] = [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
-        if self.config.validator_key is not None:
+        if self.mining:
+            actions += self._mine(now)
+        elif self.config.validator_key is not None:
             actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
         return actions + self.gossip.start(now) + self.peer_manager.start(now)
 
@@ -371,6 +381,8 @@ class Node:
             return actions
         if peer is not None:
             self.peer_manager.delivered_block(peer, now)
+        if self.mining and update.connected:
+            actions.extend(self._mine(now))  # the tip moved: the old work is stale
         if self.flood:
             actions.extend(self._flood(BlockMessage(block), peer))
         else:
@@ -388,6 +400,8 @@ class Node:
             self.mempool.expire(now)
             self.gossip.stempool.expire(now)
             return [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
+        if timer == PRODUCE_TIMER and self.mining:
+            return self._mine(now)
         if timer == PRODUCE_TIMER:
             actions = self._produce(now)
             actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
@@ -401,6 +415,12 @@ class Node:
         interval = self.config.genesis.consensus.block_interval_ms / 1000
         due = self.chain.tip_header.timestamp_ms / 1000 + interval
         return due if due > now else now + interval
+
+    def _mine(self, now: float) -> list[Action]:
+        """A fresh proof-of-work template on the tip for the driver's miner."""
+        candidates = self.mempool.select(BLOCK_TEMPLATE_MAX_BYTES, BLOCK_TEMPLATE_MAX_TXS)
+        block, _ = self.chain.build_block(candidates, int(now * 1000), self._beneficiary)
+        return [MineBlock(block), ScheduleTimer(PRODUCE_TIMER, now + MINING_TEMPLATE_REFRESH)]
 
     def _produce(self, now: float) -> list[Action]:
         key = self.config.validator_key

@@ -16,11 +16,13 @@ from typing import Protocol
 from meshchain.core.events import (
     Action,
     BlockAccepted,
+    BlockMined,
     BlockRejected,
     ChainReorganized,
     Dial,
     Disconnect,
     Input,
+    MineBlock,
     NodeStopping,
     PeerPunished,
     ScheduleTimer,
@@ -31,6 +33,7 @@ from meshchain.core.events import (
 )
 from meshchain.core.node import Node
 from meshchain.core.wire.messages import AnyMessage
+from meshchain.runtime.miner import Miner
 
 log = logging.getLogger("meshchain.node")
 
@@ -61,6 +64,7 @@ class NodeDriver:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.observers: list[Callable[[Action], None]] = []
         self.transport: Transport | None = None
+        self.miner = Miner(lambda block: self.feed(BlockMined(block)))
         # Once stopped, the node's clock stands still and it opens no connection: the
         # transport closing afterwards still reports disconnections, and the node answers
         # them with dial timers that would otherwise run a headless node on (a node
@@ -95,6 +99,9 @@ class NodeDriver:
                 log.info("disconnect %s: %s", peer[:16], reason)
                 if self.transport is not None:
                     self.transport.disconnect(peer, reason)
+            case MineBlock(block):
+                if not self.stopped:
+                    self.miner.start(block)
             case Dial(address, kind, _):
                 log.debug("dial %s (%s)", address, kind.value)
                 if self.transport is not None and not self.stopped:
@@ -134,6 +141,7 @@ class NodeDriver:
         if self.stopped:
             return
         self.stopped = True
+        self.miner.stop()
         self.feed(NodeStopping())
         for handle in self._timers.values():
             handle.cancel()

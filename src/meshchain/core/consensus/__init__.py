@@ -5,15 +5,18 @@ from __future__ import annotations
 from meshchain.core.chain.genesis import EngineName, Genesis
 from meshchain.core.consensus.engine import ConsensusEngine
 from meshchain.core.consensus.poa import ProofOfAuthority
+from meshchain.core.consensus.pow import ProofOfWork
 from meshchain.core.crypto.keys import SignatureVerifier
 from meshchain.errors import ConfigError
 
 
 def engine_for(genesis: Genesis, verifier: SignatureVerifier | None = None) -> ConsensusEngine:
-    """The engine genesis names; pow and bft arrive with the consensus issue."""
+    """The engine genesis names; bft arrives with the rest of the consensus issue."""
     if genesis.engine is EngineName.POA:
         return ProofOfAuthority(genesis, verifier)
+    if genesis.engine is EngineName.POW:
+        return ProofOfWork(genesis)
     raise ConfigError(f"consensus.engine: {genesis.engine.value} is not implemented yet")
 
 
-__all__ = ["ConsensusEngine", "ProofOfAuthority", "engine_for"]
+__all__ = ["ConsensusEngine", "ProofOfAuthority", "ProofOfWork", "engine_for"]
