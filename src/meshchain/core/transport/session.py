@@ -51,7 +51,12 @@ PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 LENGTH_PREFIX_SIZE = 2
 AEAD_TAG_SIZE = 16
-MAX_FRAME_PLAINTEXT = MAX_NOISE_MESSAGE - AEAD_TAG_SIZE
+MAX_FRAME_PLAINTEXT = MAX_NOISE_MESSAGE - AEAD_TAG_SIZE  # the most a frame may carry
+# The most a frame we write carries: 511 * 128 bytes. A peer accepts any size up to
+# MAX_FRAME_PLAINTEXT, but OpenSSL's ChaCha20-Poly1305 (the OpenSSL 4.0 of `cryptography`
+# 50, on an AVX-512 AMD EPYC) runs ~30% slower on the whole message when its length is
+# 64-127 bytes past a multiple of 128: ~19.5 us for 65,519 bytes, ~14.7 us for 65,408.
+SEAL_FRAME_PLAINTEXT = 511 * 128
 RECORD_HEADER_SIZE = 4
 # The record buffer a session keeps (two frames' worth); larger records grow it for a while.
 RECORD_BUFFER_SIZE = 2 * MAX_FRAME_PLAINTEXT
@@ -290,8 +295,8 @@ class SecureSession:
         plain = self._plain_out
         encrypt = self._send_cipher.encrypt_with_ad  # type: ignore[union-attr]
         with memoryview(plain) as view:
-            for start in range(0, size, MAX_FRAME_PLAINTEXT):
-                frame = encrypt(b"", view[start : min(start + MAX_FRAME_PLAINTEXT, size)])
+            for start in range(0, size, SEAL_FRAME_PLAINTEXT):
+                frame = encrypt(b"", view[start : min(start + SEAL_FRAME_PLAINTEXT, size)])
                 self._wire_out.append(len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big"))
                 self._wire_out.append(frame)
         del plain[:size]
@@ -499,9 +504,9 @@ class SecureSession:
             del plain[header:]
             raise LocalProtocolError(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
         plain[header : header + RECORD_HEADER_SIZE] = size.to_bytes(RECORD_HEADER_SIZE, "big")
-        if len(plain) >= MAX_FRAME_PLAINTEXT and self._send_cipher is not None:
+        if len(plain) >= SEAL_FRAME_PLAINTEXT and self._send_cipher is not None:
             # Seal whole frames now: the queue stays under one frame however much is sent.
-            self._seal(len(plain) - len(plain) % MAX_FRAME_PLAINTEXT)
+            self._seal(len(plain) - len(plain) % SEAL_FRAME_PLAINTEXT)
 
     # --- ending -----------------------------------------------------------------------
 
