@@ -19,6 +19,7 @@ from meshchain.core.transport.session import (
     MAX_FRAME_PLAINTEXT,
     PROTOCOL_VERSION,
     RECORD_BUFFER_SIZE,
+    SEAL_FRAME_PLAINTEXT,
     AdmissionPolicy,
     HandshakeCompleted,
     LocalPeer,
@@ -187,6 +188,46 @@ def test_a_message_within_a_transaction_of_the_maximum_size_arrives() -> None:
     pair.server.receive_data(pair.client.data_to_send(), T0)
     assert [e.message for e in pair.server.events() if isinstance(e, MessageArrived)] == [big]
     assert len(pair.server._records) <= RECORD_BUFFER_SIZE
+
+
+def frame_lengths(wire: bytes) -> list[int]:
+    lengths, position = [], 0
+    while position < len(wire):
+        lengths.append(int.from_bytes(wire[position : position + 2], "big"))
+        position += 2 + lengths[-1]
+    assert position == len(wire)
+    return lengths
+
+
+def test_written_frames_carry_at_most_the_seal_size() -> None:
+    pair = open_pair()
+    big = BlockMessage(sample_block(1_500))
+    pair.client.send(big)
+    lengths = frame_lengths(pair.client.data_to_send())
+    assert len(lengths) > 4
+    assert set(lengths[:-1]) == {SEAL_FRAME_PLAINTEXT + 16}
+    assert lengths[-1] <= SEAL_FRAME_PLAINTEXT + 16
+
+
+@pytest.mark.parametrize("step", [65_537, 100_000, 1_000, 1])
+def test_frames_of_the_largest_size_a_peer_may_write_are_read(step: int) -> None:
+    """Another implementation may fill every frame to 65,535 bytes; we write smaller ones."""
+    pair = open_pair()
+    message = BlockMessage(sample_block(700))
+    raw = MESSAGE_CODEC.encode(message)
+    records = (len(raw).to_bytes(4, "big") + raw) * 3
+    cipher = pair.client._send_cipher
+    assert cipher is not None
+    wire = b""
+    for start in range(0, len(records), MAX_FRAME_PLAINTEXT):
+        frame = cipher.encrypt_with_ad(b"", records[start : start + MAX_FRAME_PLAINTEXT])
+        wire += len(frame).to_bytes(2, "big") + frame
+    assert max(frame_lengths(wire)) == 65_535
+    for position in range(0, len(wire), step):
+        pair.server.receive_data(wire[position : position + step], T0)
+    arrived = [e.message for e in pair.server.events() if isinstance(e, MessageArrived)]
+    assert arrived == [message] * 3
+    assert not pair.server.closed
 
 
 def test_small_messages_written_together_share_one_frame() -> None:

@@ -13,8 +13,8 @@ from meshchain.core.chain.genesis import chain_id
 from meshchain.core.crypto.keys import SecretKey
 from meshchain.core.transport.identity import new_noise_static_key
 from meshchain.core.transport.session import (
-    MAX_FRAME_PLAINTEXT,
     PROTOCOL_VERSION,
+    SEAL_FRAME_PLAINTEXT,
     AdmissionPolicy,
     LocalPeer,
     SecureSession,
@@ -286,7 +286,7 @@ def test_wire_size_is_the_encoding_plus_record_header_plus_frame_overhead() -> N
     txs = [KIT.transfer(chain, 0, 1, 1, 1, n, data=bytes(200)) for n in range(600)]
     big = BlockMessage(Block(KIT.next_block(chain, []).header, txs))
     record = len(MESSAGE_CODEC.encode(big)) + 4
-    frames = -(-record // MAX_FRAME_PLAINTEXT)
+    frames = -(-record // SEAL_FRAME_PLAINTEXT)
     assert frames > 1
     assert wire_size(big) == record + 18 * frames
 

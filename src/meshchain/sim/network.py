@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from meshchain.core.transport.session import (
     AEAD_TAG_SIZE,
     LENGTH_PREFIX_SIZE,
-    MAX_FRAME_PLAINTEXT,
     RECORD_HEADER_SIZE,
+    SEAL_FRAME_PLAINTEXT,
 )
 from meshchain.core.wire.messages import MESSAGE_CODEC, AnyMessage
 from meshchain.sim.config import LatencySpec, PartitionSpec
@@ -40,7 +40,7 @@ TCP_GIVE_UP = 924.6
 def wire_size(message: AnyMessage) -> int:
     """Bytes the real secure session would put on the wire for this message."""
     record = RECORD_HEADER_SIZE + len(MESSAGE_CODEC.encode(message))
-    frames = max(1, math.ceil(record / MAX_FRAME_PLAINTEXT))
+    frames = max(1, math.ceil(record / SEAL_FRAME_PLAINTEXT))
     return record + frames * (LENGTH_PREFIX_SIZE + AEAD_TAG_SIZE)
 
 

@@ -51,7 +51,12 @@ PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
 LENGTH_PREFIX_SIZE = 2
 AEAD_TAG_SIZE = 16
-MAX_FRAME_PLAINTEXT = MAX_NOISE_MESSAGE - AEAD_TAG_SIZE
+MAX_FRAME_PLAINTEXT = MAX_NOISE_MESSAGE - AEAD_TAG_SIZE  # the most a frame may carry
+# The most a frame we write carries: 511 * 128 bytes. A peer accepts any size up to
+# MAX_FRAME_PLAINTEXT, but OpenSSL's ChaCha20-Poly1305 (the OpenSSL 4.0 of `cryptography`
+# 50, on an AVX-512 AMD EPYC) runs ~30% slower on the whole message when its length is
+# 64-127 bytes past a multiple of 128: ~19.5 us for 65,519 bytes, ~14.7 us for 65,408.
+SEAL_FRAME_PLAINTEXT = 511 * 128
 RECORD_HEADER_SIZE = 4
 # The record buffer a session keeps (two frames' worth); larger records grow it for a while.
 RECORD_BUFFER_SIZE = 2 * MAX_FRAME_PLAINTEXT
@@ -172,7 +177,8 @@ class SecureSession:
         self._static_public = noise_public_key(local.noise_static)
         self._send_cipher: CipherState | None = None
         self._receive_cipher: CipherState | None = None
-        self._inbound = bytearray()
+        self._inbound = bytearray()  # a frame split between reads (allocated when needed)
+        self._inbound_size = 0
         self._records = bytearray()  # decrypted records: pending ones in [start:end]
         self._records_start = self._records_end = 0
         self._plain_out = bytearray()  # records not yet encrypted (less than a frame)
@@ -199,43 +205,67 @@ class SecureSession:
     def receive_data(self, data: BytesLike, now: float) -> None:
         """Take bytes from the stream; `data` may be a view the caller reuses after this.
 
-        Whole frames are read in place, from `data` itself when nothing is pending;
-        only an incomplete tail is copied and kept for the next call.
+        Whole frames are read in place, from `data` itself; only a frame split between
+        two reads is copied, its missing bytes taken from the next read, and the rest of
+        that read is again read in place.
         """
         if self.closed or not data:
             return
-        self.bytes_received += len(data)
+        size = len(data)
+        self.bytes_received += size
         self._last_received = now
-        pending = self._inbound
-        if pending:
-            pending += data
-        stream = memoryview(pending if pending else data)
-        position, size = 0, len(stream)
-        try:
-            while size - position >= LENGTH_PREFIX_SIZE and not self.closed:
-                end = (
-                    position + LENGTH_PREFIX_SIZE + ((stream[position] << 8) | stream[position + 1])
-                )
-                if end > size:
-                    break
-                self._on_frame(stream[position + LENGTH_PREFIX_SIZE : end], now)
-                position = end
-        except RemoteProtocolError as error:
-            self._fail(str(error), GoodbyeCode.PROTOCOL_VIOLATION)
-        if self.closed:
-            return  # the buffers were replaced; nothing is kept
-        if pending:
-            stream.release()
-            del pending[:position]
-        elif position < size:
-            pending += stream[position:]
+        with memoryview(data) as stream:
+            position = 0
+            try:
+                if self._inbound_size:
+                    position = self._complete_frame(stream, now)
+                while size - position >= LENGTH_PREFIX_SIZE and not self.closed:
+                    end = (
+                        position
+                        + LENGTH_PREFIX_SIZE
+                        + ((stream[position] << 8) | stream[position + 1])
+                    )
+                    if end > size:
+                        break
+                    self._on_frame(stream[position + LENGTH_PREFIX_SIZE : end], now)
+                    position = end
+            except RemoteProtocolError as error:
+                self._fail(str(error), GoodbyeCode.PROTOCOL_VIOLATION)
+            if position < size and not self.closed:  # the start of a frame: keep it
+                tail = size - position
+                if not self._inbound:
+                    self._inbound = bytearray(LENGTH_PREFIX_SIZE + MAX_NOISE_MESSAGE)
+                self._inbound[:tail] = stream[position:]
+                self._inbound_size = tail
+
+    def _complete_frame(self, stream: memoryview, now: float) -> int:
+        """Add to the frame begun in an earlier read what `stream` has of it; handle the
+        frame if it is now whole. Return how much of `stream` was taken."""
+        buffer, have = self._inbound, self._inbound_size
+        taken = 0
+        if have < LENGTH_PREFIX_SIZE:
+            taken = min(LENGTH_PREFIX_SIZE - have, len(stream))
+            buffer[have : have + taken] = stream[:taken]
+            have += taken
+        if have >= LENGTH_PREFIX_SIZE:
+            end = LENGTH_PREFIX_SIZE + ((buffer[0] << 8) | buffer[1])
+            more = min(end - have, len(stream) - taken)
+            buffer[have : have + more] = stream[taken : taken + more]
+            have, taken = have + more, taken + more
+            if have == end:
+                self._inbound_size = 0
+                with memoryview(buffer) as view:
+                    self._on_frame(view[LENGTH_PREFIX_SIZE:end], now)
+                return taken
+        self._inbound_size = have
+        return taken
 
     def receive_eof(self) -> None:
         """The peer closed its side: whatever was half-received is lost."""
         if self.closed:
             return
         mid_record = self._records_end > self._records_start
-        partial = " mid-message" if self._inbound or mid_record else ""
+        partial = " mid-message" if self._inbound_size or mid_record else ""
         self._finish(f"connection closed by peer{partial}", by_peer=True)
 
     def send(self, message: AnyMessage) -> None:
@@ -265,8 +295,8 @@ class SecureSession:
         plain = self._plain_out
         encrypt = self._send_cipher.encrypt_with_ad  # type: ignore[union-attr]
         with memoryview(plain) as view:
-            for start in range(0, size, MAX_FRAME_PLAINTEXT):
-                frame = encrypt(b"", view[start : min(start + MAX_FRAME_PLAINTEXT, size)])
+            for start in range(0, size, SEAL_FRAME_PLAINTEXT):
+                frame = encrypt(b"", view[start : min(start + SEAL_FRAME_PLAINTEXT, size)])
                 self._wire_out.append(len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big"))
                 self._wire_out.append(frame)
         del plain[:size]
@@ -474,9 +504,9 @@ class SecureSession:
             del plain[header:]
             raise LocalProtocolError(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
         plain[header : header + RECORD_HEADER_SIZE] = size.to_bytes(RECORD_HEADER_SIZE, "big")
-        if len(plain) >= MAX_FRAME_PLAINTEXT and self._send_cipher is not None:
+        if len(plain) >= SEAL_FRAME_PLAINTEXT and self._send_cipher is not None:
             # Seal whole frames now: the queue stays under one frame however much is sent.
-            self._seal(len(plain) - len(plain) % MAX_FRAME_PLAINTEXT)
+            self._seal(len(plain) - len(plain) % SEAL_FRAME_PLAINTEXT)
 
     # --- ending -----------------------------------------------------------------------
 
@@ -489,6 +519,7 @@ class SecureSession:
         self._handshake = None
         # New buffers, not clear(): the read loops may hold views of the old ones.
         self._inbound = bytearray()
+        self._inbound_size = 0
         self._records = bytearray()
         self._records_start = self._records_end = 0
         self._events.append(SessionClosed(reason, by_peer, code))
