@@ -53,6 +53,15 @@ class Simulator:
         self, times: Sequence[float], callback: Callback, arguments: Sequence[tuple[Any, ...]]
     ) -> None:
         """`callback(*arguments[i])` at `times[i]` for each i: `at` called in that order."""
+        self.at_series_each(times, [callback] * len(times), arguments)
+
+    def at_series_each(
+        self,
+        times: Sequence[float],
+        callbacks: Sequence[Callback],
+        arguments: Sequence[tuple[Any, ...]],
+    ) -> None:
+        """`callbacks[i](*arguments[i])` at `times[i]` for each i, as `at_series` does."""
         if not times:
             return
         now = self.now
@@ -63,8 +72,13 @@ class Simulator:
         order = sorted(range(len(clamped)), key=clamped.__getitem__)
         following: Entry | None = None
         for index in reversed(order):
-            args = arguments[index]
-            following = (clamped[index], sequence + 1 + index, callback, args, following)
+            following = (
+                clamped[index],
+                sequence + 1 + index,
+                callbacks[index],
+                arguments[index],
+                following,
+            )
         assert following is not None
         heapq.heappush(self._heap, following)
 

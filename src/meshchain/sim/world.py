@@ -130,6 +130,7 @@ class World:
             )
             for index in range(total)
         ]
+        self.network.deliver_to([host.receive for host in self.hosts])
         self._next_spare = config.nodes
         self.adversaries: list[Adversary] = make_adversaries(self, config.adversaries)
         self.invariants: list[Invariant] = [

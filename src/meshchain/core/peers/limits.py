@@ -261,7 +261,7 @@ class PeerLimiter:
     misbehaviour logic reads it to decide when a peer is flooding rather than unlucky.
     """
 
-    __slots__ = ("_buckets", "_bytes", "_dropped", "dropped_bytes")
+    __slots__ = ("_buckets", "_by_type", "_bytes", "_dropped", "_other", "dropped_bytes")
 
     def __init__(
         self,
@@ -280,6 +280,14 @@ class PeerLimiter:
             if receive_bytes_per_second is None
             else bandwidth_bucket(receive_bytes_per_second, now)
         )
+        # The bucket of each message type, so the per-message check (`admit_message`)
+        # hashes a type, not an enum member (whose hash is Python code). None: metered
+        # elsewhere (Addr counts addresses, in the address exchange).
+        self._by_type: dict[type, TokenBucket | None] = {
+            message_type: None if cls is MessageClass.ADDR_ENTRY else self._buckets[cls]
+            for message_type, cls in _CLASS_OF_TYPE.items()
+        }
+        self._other = self._buckets[MessageClass.OTHER]
         self._dropped = dict.fromkeys(MessageClass, 0)
         self.dropped_bytes = 0
 
@@ -289,6 +297,19 @@ class PeerLimiter:
             return True
         self._dropped[message_class] += count
         return False
+
+    def admit_message(self, message_type: type, now: float) -> MessageClass | None:
+        """None if one message of this type may be processed now; else the refused class.
+
+        `admit(message_class(message), now)` for one message, Addr always admitted (its
+        addresses are metered one by one). Runs once per received message.
+        """
+        bucket = self._by_type.get(message_type, self._other)
+        if bucket is None or bucket.take(now):
+            return None
+        refused = _CLASS_OF_TYPE.get(message_type, MessageClass.OTHER)
+        self._dropped[refused] += 1
+        return refused
 
     def admit_up_to(self, message_class: MessageClass, now: float, count: int) -> int:
         """How many of `count` units may be processed; the rest are dropped.

@@ -30,7 +30,7 @@ from meshchain.core.peers.addrex import AddressExchange
 from meshchain.core.peers.bans import BanList, Offence, PenaltyAction
 from meshchain.core.peers.config import PeerConfig
 from meshchain.core.peers.eviction import EvictionCandidate, select_peer_to_evict
-from meshchain.core.peers.limits import MessageClass, PeerLimiter, message_class
+from meshchain.core.peers.limits import PeerLimiter
 from meshchain.core.peers.persistence import PeerStateStore
 from meshchain.core.store import ChainStore
 from meshchain.core.wire.messages import Message
@@ -361,8 +361,8 @@ class PeerManager:
             return None
         if record.closing:
             return []
-        kind = message_class(message)
-        if kind is MessageClass.ADDR_ENTRY or record.limiter.admit(kind, now):
+        kind = record.limiter.admit_message(type(message), now)
+        if kind is None:
             return None
         name = kind.name.lower()
         self.counters.rate_limited[name] = self.counters.rate_limited.get(name, 0) + 1
