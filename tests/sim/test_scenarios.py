@@ -119,6 +119,7 @@ BAD = [
     ("too few nodes", _set("network.nodes", 1), [">= 2", "$.network.nodes"]),
     ("unknown relay mode", _set("relay.mode", "gossipsub"), ["gossipsub", "$.relay.mode"]),
     ("fluff over 1", _set("relay.fluff_probability", 1.5), ["<= 1", "$.relay.fluff_probability"]),
+    ("unknown engine", _set("workload.engine", "pos"), ["pos", "$.workload.engine"]),
     ("payload too big", _set("workload.tx_data_bytes", 300), ["<= 256", "tx_data_bytes"]),
     (
         "out_degree equal to nodes",
@@ -310,7 +311,7 @@ def test_load_scenario_reports_toml_syntax_and_missing_files(tmp_path: Path) -> 
         load_scenario(tmp_path / "absent.toml")
 
 
-@pytest.mark.parametrize("name", ["smoke", "scale", "propagation"])
+@pytest.mark.parametrize("name", ["smoke", "scale", "propagation", "pow-partition"])
 def test_shipped_scenarios_load_and_explain_themselves(name: str) -> None:
     path = SCENARIOS / f"{name}.toml"
     lines = path.read_text().splitlines()

@@ -98,7 +98,9 @@ class SimConfig:
     tx_rate: float = 5.0  # transactions per second, network-wide
     tx_data_bytes: int = 0  # random payload per transaction (bigger transactions)
     wallets: int = 100
-    authorities: int = 4
+    authorities: int = 4  # PoA block signers, or PoW miners, on nodes 0..authorities-1
+    engine: str = "poa"  # "poa" (private chain) or "pow" (public chain, mined)
+    hashrate: float = 100.0  # pow: hashes per virtual second of each miner
     block_interval: float = 10.0
     finality_depth: int = 6  # blocks buried this deep count as final (PoA has no votes)
     partitions: tuple[PartitionSpec, ...] = ()

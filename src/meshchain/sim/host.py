@@ -13,13 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from meshchain.core.chain.block import Block
+from meshchain.core.consensus.pow import mine_batch, seal_fields, work
 from meshchain.core.crypto.keys import SignatureVerifier
 from meshchain.core.events import (
     Action,
+    BlockMined,
     Dial,
     Disconnect,
     Input,
     MessageReceived,
+    MineBlock,
     NodeStarted,
     PeerConnected,
     PeerDisconnected,
@@ -82,6 +86,9 @@ class CachingVerifier(SignatureVerifier):
         return result
 
 
+# Nonces hashed per call while grinding a simulated block's proof.
+MINING_BATCH = 1_024
+
 SendFilter = Callable[["SimHost", int, AnyMessage], bool]
 # The secure session consumes these itself; only an adversary's `send_direct` sends them.
 SESSION_MESSAGES = frozenset({Hello, Goodbye, Ping, Pong})
@@ -113,6 +120,8 @@ class SimHost:
         self.send_filter: SendFilter | None = None
         self.on_message: Callable[[SimHost, int, AnyMessage], None] | None = None
         self._timer_versions: dict[str, int] = {}
+        self._mining = 0  # counts templates: a search for an older one is stale
+        self._mining_rng = world.sim.rng(f"mining/{index}")
 
     @property
     def online(self) -> bool:
@@ -138,6 +147,7 @@ class SimHost:
         versions = self._timer_versions
         for timer in versions:
             versions[timer] += 1
+        self._mining += 1
         for peer in sorted(self.connected):
             self.world.disconnect(self.index, peer, "peer went offline")
 
@@ -217,8 +227,31 @@ class SimHost:
                 world.disconnect(self.index, int(action.peer), action.reason)
             elif isinstance(action, Dial):
                 world.dial(self.index, action)
+            elif isinstance(action, MineBlock):
+                self._mine(action.block)
             else:
                 world.metrics.notice(self.index, action, world.sim.now)
+
+    # --- proof of work ------------------------------------------------------------------
+
+    def _mine(self, template: Block) -> None:
+        """Model this miner's search: the proof turns up after an exponential wait whose
+        mean is the template's expected work over the miner's hash rate (virtual time);
+        a newer template replaces the search, as the runtime's miner does."""
+        self._mining += 1
+        target, _ = seal_fields(template.header)
+        rate = self.world.config.hashrate / work(target)
+        delay = self._mining_rng.expovariate(rate)
+        self._sim.at(self._sim.now + delay, self._mined, template, self._mining)
+
+    def _mined(self, template: Block, version: int) -> None:
+        if version != self._mining or self.node is None:
+            return
+        found, start = None, 0
+        while found is None:  # the real proof, found by real hashing (difficulty is low)
+            found = mine_batch(template.header, start, MINING_BATCH)
+            start += MINING_BATCH
+        self.feed(BlockMined(Block(found, template.transactions)))
 
     def _send(self, message: AnyMessage, peers: list[str]) -> None:
         """Each `Send` of `message` to `peers` in turn: to open sessions the filter passes."""

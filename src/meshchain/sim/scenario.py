@@ -91,6 +91,8 @@ class _Workload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tx_data_bytes: Annotated[int, msgspec.Meta(ge=0, le=MAX_TX_DATA_SIZE)] = _DEFAULT.tx_data_bytes
     wallets: Annotated[int, msgspec.Meta(ge=1, le=MAX_MONEY // WALLET_FUNDS)] = _DEFAULT.wallets
     authorities: Annotated[int, msgspec.Meta(ge=1)] = _DEFAULT.authorities
+    engine: str = _DEFAULT.engine
+    hashrate: Annotated[float, msgspec.Meta(gt=0, le=1e9)] = _DEFAULT.hashrate
     # Block timestamps are whole milliseconds, so one is the shortest interval.
     block_interval: Annotated[float, msgspec.Meta(ge=0.001, le=MAX_SECONDS)] = (
         _DEFAULT.block_interval
@@ -242,6 +244,8 @@ def _build(s: _Scenario) -> SimConfig:
         tx_data_bytes=work.tx_data_bytes,
         wallets=work.wallets,
         authorities=work.authorities,
+        engine=_engine(work.engine),
+        hashrate=work.hashrate,
         block_interval=work.block_interval,
         finality_depth=s.finality_depth,
         partitions=tuple(
@@ -261,6 +265,17 @@ def _build(s: _Scenario) -> SimConfig:
         relay=_relay(s.relay),
         compare_full_blocks=s.relay.compare_full_blocks,
     )
+
+
+SIM_ENGINES = ("poa", "pow")
+
+
+def _engine(name: str) -> str:
+    if name not in SIM_ENGINES:
+        raise _InvalidError(
+            "$.workload.engine", f"unknown engine {name!r} (one of {', '.join(SIM_ENGINES)})"
+        )
+    return name
 
 
 def _relay(spec: _Relay) -> RelayConfig:

@@ -15,8 +15,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from meshchain.cli.setup import COIN, make_genesis
-from meshchain.core.chain.genesis import ChainMode, chain_id
+from meshchain.core.chain.genesis import ChainMode, Genesis, chain_id
 from meshchain.core.chain.tx import TxBody, compute_txid, sign_transaction
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey
@@ -61,6 +63,31 @@ SIM_PORT = 26656
 EPHEMERAL_PORTS = (32768, 60999)  # Linux's default range: the port an inbound peer shows
 
 
+def sim_genesis(
+    config: SimConfig,
+    authorities: list[SecretKey],
+    node_keys: list[SecretKey],
+    wallets: list[SecretKey],
+) -> Genesis:
+    """A private PoA chain signed by the authorities, or a public PoW chain they mine,
+    its starting difficulty what their hash rate finds once per block interval."""
+    pow_chain = config.engine == "pow"
+    genesis = make_genesis(
+        ChainMode.PUBLIC if pow_chain else ChainMode.PRIVATE,
+        chain_name=f"sim-{config.name}"[:64],
+        validators=authorities,
+        members=node_keys,
+        allocations=[(address_from_public_key(w.public_key), WALLET_FUNDS) for w in wallets],
+        block_interval_ms=int(config.block_interval * 1000),
+        timestamp_ms=0,
+    )
+    if not pow_chain:
+        return genesis
+    difficulty = max(1, round(config.hashrate * config.authorities * config.block_interval))
+    consensus = msgspec.structs.replace(genesis.consensus, pow_initial_difficulty=difficulty)
+    return msgspec.structs.replace(genesis, consensus=consensus)
+
+
 class World:
     def __init__(
         self, config: SimConfig, seed: int, topology: list[list[int]] | None = None
@@ -74,17 +101,7 @@ class World:
         total = config.total_nodes  # with the spares that join as replacements
         node_keys = [SecretKey.generate(keys) for _ in range(total)]
         self.node_ids = [key.public_key for key in node_keys]
-        self.genesis = make_genesis(
-            ChainMode.PRIVATE,
-            chain_name=f"sim-{config.name}"[:64],
-            validators=self.authority_keys,
-            members=node_keys,
-            allocations=[
-                (address_from_public_key(w.public_key), WALLET_FUNDS) for w in self.wallets
-            ],
-            block_interval_ms=int(config.block_interval * 1000),
-            timestamp_ms=0,
-        )
+        self.genesis = sim_genesis(config, self.authority_keys, node_keys, self.wallets)
         self.chain_id = chain_id(self.genesis)
         self.metrics = Metrics(total)
         self.network = SimNetwork(
