@@ -33,7 +33,7 @@ DEFAULT_BLOCK_REWARD = 10 * COIN
 DEFAULT_VALIDATOR_POWER = 10
 # Per mode: the engine and its block interval (Bitcoin-like 10 s is too slow for a devnet).
 MODE_DEFAULTS: dict[ChainMode, tuple[EngineName, int]] = {
-    ChainMode.PUBLIC: (EngineName.POW, 10_000),
+    ChainMode.PUBLIC: (EngineName.POW, 5_000),  # a devnet block every few seconds
     ChainMode.CONSORTIUM: (EngineName.BFT, 1_000),
     ChainMode.PRIVATE: (EngineName.POA, 2_000),
 }
