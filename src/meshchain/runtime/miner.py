@@ -11,8 +11,12 @@ real miner runs elsewhere.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -24,6 +28,19 @@ log = logging.getLogger("meshchain.miner")
 # Ours: nonces per batch, about 0.1 s of hashing on one core: how long a search for a
 # stale template may go on after the tip moved.
 MINING_BATCH = 30_000
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a worker whose node is killed (SIGKILL leaves no chance to
+    shut the pool down) must not go on hashing as an orphan."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the node died before the line above took effect
+        os._exit(0)
 
 
 class Miner:
@@ -41,7 +58,12 @@ class Miner:
         if self._executor is None:
             # spawn: forking a process that runs an event loop and threads is unsafe.
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=context,
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
+            )
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._search())
 
