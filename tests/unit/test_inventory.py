@@ -11,13 +11,13 @@ def h(n: int) -> bytes:
     return n.to_bytes(32, "big")
 
 
-def test_a_rolling_set_keeps_at_least_half_its_capacity_of_the_newest() -> None:
+def test_a_rolling_set_keeps_exactly_its_capacity_of_the_newest() -> None:
     members = RollingSet(100)
     for n in range(1_000):
         members.add(h(n))
-        assert len(members) <= 100
-        assert all(h(m) in members for m in range(max(0, n - 49), n + 1))
-    assert h(0) not in members
+        assert len(members) == min(n + 1, 100)
+        assert all(h(m) in members for m in range(max(0, n - 99), n + 1))
+    assert h(899) not in members
     members.update(h(n) for n in range(2_000, 2_030))
     assert h(2_029) in members
     members.discard(h(2_029))
@@ -25,7 +25,16 @@ def test_a_rolling_set_keeps_at_least_half_its_capacity_of_the_newest() -> None:
     members.clear()
     assert len(members) == 0
     with pytest.raises(ValueError, match="capacity"):
-        RollingSet(1)
+        RollingSet(0)
+
+
+def test_a_rolling_set_pruned_early_keeps_its_queue_short() -> None:
+    members = RollingSet(50_000)
+    for n in range(10_000):
+        members.add(h(n))
+        members.discard(h(n))  # confirmed at once: relay prunes known inventory so
+    assert len(members) == 0
+    assert len(members._order) <= 64 + 1
 
 
 def test_a_fifo_set_forgets_in_insertion_order_and_walks_in_it() -> None:

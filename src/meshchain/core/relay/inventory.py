@@ -2,68 +2,64 @@
 
 Bitcoin keeps these in rolling Bloom filters (fixed memory, rare false positives). We
 keep exact sets that forget their oldest entries, which is as cheap in Python and never
-mistakes a new transaction for a known one: `RollingSet` (two generations of plain sets,
-the lean one, for what is only asked "is it in?") and `FifoSet` (insertion-ordered, for
-the few sets that are also walked in order).
+mistakes a new transaction for a known one: `RollingSet` (a plain set with an eviction
+queue, the lean one, for what is only asked "is it in?") and `FifoSet` (an ordered dict,
+for the few sets that are also walked in order).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
+# Stale queue entries a RollingSet tolerates beyond twice its size before compacting.
+COMPACT_SLACK = 64
 
-class RollingSet:
-    """Remembers at least the last `capacity // 2` members added and at most `capacity`
-    (plus one `update` batch): new members fill a current generation; when it holds
-    half the capacity it becomes the previous one and the old previous is forgotten.
 
-    Two plain sets rather than one ordered structure: a peer's known inventory holds
-    tens of thousands of ids, a thousand simulated nodes hold sixteen of them each, and
-    a set entry costs a third of an ordered dict's. Every operation runs in C. Never
-    iterated, so the hash order of its members cannot leak into what a node does.
+class RollingSet(set[bytes]):
+    """A set that forgets its oldest members once it holds more than `capacity`.
+
+    A plain set (membership, the hot path, is the set's own C code) plus a queue of
+    members in insertion order for eviction; members discarded early leave stale entries
+    in the queue, which is compacted once stale entries outnumber live ones. Lean where
+    it matters: a thousand simulated nodes hold sixteen of these each, and an entry costs
+    a third of an ordered dict's. Never iterated by relay, so the hash order of its
+    members cannot leak into what a node does.
     """
 
-    __slots__ = ("_current", "_half", "_previous")
+    __slots__ = ("_order", "capacity")
 
     def __init__(self, capacity: int) -> None:
-        if capacity <= 1:
-            raise ValueError("capacity must be at least 2")
-        self._half = capacity // 2
-        self._current: set[bytes] = set()
-        self._previous: set[bytes] = set()
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._current or item in self._previous
-
-    def __len__(self) -> int:
-        return len(self._current | self._previous)
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        super().__init__()
+        self.capacity = capacity
+        self._order: deque[bytes] = deque()
 
     def add(self, item: bytes) -> None:
-        if item in self._previous:
+        if item in self:
             return
-        current = self._current
-        current.add(item)
-        if len(current) >= self._half:
-            self._rotate()
+        super().add(item)
+        self._order.append(item)
+        self._trim()
 
-    def update(self, items: Iterable[bytes]) -> None:
-        current = self._current
-        current.update(items)
-        if len(current) >= self._half:
-            self._rotate()
-
-    def discard(self, item: bytes) -> None:
-        self._current.discard(item)
-        self._previous.discard(item)
+    def update(self, *batches: Iterable[bytes]) -> None:
+        for items in batches:
+            fresh = [item for item in items if item not in self]
+            super().update(fresh)
+            self._order.extend(fresh)
+        self._trim()
 
     def clear(self) -> None:
-        self._current.clear()
-        self._previous.clear()
+        super().clear()
+        self._order.clear()
 
-    def _rotate(self) -> None:
-        self._previous = self._current
-        self._current = set()
+    def _trim(self) -> None:
+        order = self._order
+        while len(self) > self.capacity:
+            self.discard(order.popleft())
+        if len(order) > 2 * len(self) + COMPACT_SLACK:
+            self._order = deque(item for item in order if item in self)
 
 
 class FifoSet(OrderedDict[bytes, None]):
