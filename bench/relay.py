@@ -58,6 +58,7 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
+from _service import BenchService
 from meshchain.chainkit import ChainKit
 from meshchain.core.chain.genesis import chain_id
 from meshchain.core.chain.tx import Transaction, compute_txid, txid_of
@@ -65,18 +66,14 @@ from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
 from meshchain.core.events import NodeStarted
 from meshchain.core.node import Node, NodeConfig
 from meshchain.core.peers.config import PeerConfig
-from meshchain.core.peers.limits import BandwidthLimits, GlobalBandwidth
 from meshchain.core.relay.config import RelayConfig
 from meshchain.core.store import MemoryStore
 from meshchain.core.transport.identity import new_noise_static_key
 from meshchain.core.transport.noise import CipherState
 from meshchain.core.transport.session import (
     MAX_FRAME_PLAINTEXT,
-    PROTOCOL_VERSION,
     AdmissionPolicy,
-    LocalPeer,
     MessageArrived,
-    SecureSession,
     SessionEstablished,
     SessionEvent,
 )
@@ -88,7 +85,6 @@ from meshchain.core.wire.messages import (
     GetBlock,
     GetData,
     GoodbyeCode,
-    Hello,
     Inventory,
     InvKind,
     Message,
@@ -222,36 +218,12 @@ class Link(PeerConnection):
         self.app = service.app
 
 
-class LoadService(P2PService):
-    """What a `PeerConnection` asks of its `P2PService`, with a bench peer for a node.
-    One per peer: each has its own identity."""
+class LoadService(BenchService):
+    """A bench peer's service: one per peer, each with its own identity."""
 
     def __init__(self, seed: int, the_chain_id: bytes, app: Peer) -> None:
-        # No P2PService.__init__: no node, driver, dialers or connection table.
-        self.clock, self.app = time.time, app
-        identity = SecretKey.generate(random.Random(seed))
-        hello = Hello(PROTOCOL_VERSION, the_chain_id, identity.public_key, "", 0, 0, bytes(32), "b")
-        self.local = LocalPeer(identity, new_noise_static_key(), hello)
-        self.rng, self.verifier = random.Random(seed), SignatureVerifier()
-        self.admission = AdmissionPolicy(the_chain_id)
-        self.receive_limits = BandwidthLimits(None, None)  # a benchmark measures, uncapped
-        self.bandwidth = GlobalBandwidth(self.receive_limits, self.clock())
-
-    def admit(self, connection: PeerConnection) -> bool:
-        return True
-
-    def forget(self, connection: PeerConnection) -> None:
-        pass
-
-    def new_session(self, connection: PeerConnection) -> SecureSession:
-        return SecureSession(
-            self.local,
-            self.admission,
-            initiator=connection.initiator,
-            now=self.clock(),
-            rng=self.rng,
-            verifier=self.verifier,
-        )
+        super().__init__(seed, the_chain_id)
+        self.app = app
 
     def on_event(self, connection: PeerConnection, event: SessionEvent) -> None:
         if isinstance(event, MessageArrived):

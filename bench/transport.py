@@ -45,18 +45,14 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from _service import BenchService
 from _transport_plain import PlainSession
 from meshchain.chainkit import ChainKit
 from meshchain.core.chain.tx import VerifiedTx, verify_transaction
-from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
-from meshchain.core.peers.limits import BandwidthLimits, GlobalBandwidth
-from meshchain.core.transport.identity import new_noise_static_key
+from meshchain.core.crypto.keys import SignatureVerifier
 from meshchain.core.transport.noise import CipherState
 from meshchain.core.transport.session import (
-    PROTOCOL_VERSION,
     SEAL_FRAME_PLAINTEXT,
-    AdmissionPolicy,
-    LocalPeer,
     MessageArrived,
     SecureSession,
     SessionEstablished,
@@ -67,12 +63,11 @@ from meshchain.core.wire.messages import (
     MESSAGE_CODEC,
     BlockMessage,
     GoodbyeCode,
-    Hello,
     Message,
     TransactionMessage,
 )
 from meshchain.runtime.driver import install_uvloop
-from meshchain.runtime.network import P2PService, PeerConnection
+from meshchain.runtime.network import PeerConnection
 
 HOST = "127.0.0.1"
 BLOCK_TARGET, SMALL_SIZE = 64 * 1024, 200
@@ -92,25 +87,12 @@ class Link(PeerConnection):
         self.app = app
 
 
-class Service(P2PService):
-    """What a `PeerConnection` asks of its `P2PService`, with the bench in place of a node."""
+class Service(BenchService):
+    """The bench in place of a node; plain or secure sessions."""
 
     def __init__(self, seed: int, chain_id: bytes, *, plain: bool) -> None:
-        # No P2PService.__init__: no node, driver, dialers or connection table.
-        self.clock, self.plain = time.time, plain
-        identity = SecretKey.generate(random.Random(seed))
-        hello = Hello(PROTOCOL_VERSION, chain_id, identity.public_key, "", 0, 0, bytes(32), "b")
-        self.local = LocalPeer(identity, new_noise_static_key(), hello)
-        self.rng, self.verifier = random.Random(seed), SignatureVerifier()
-        self.admission = AdmissionPolicy(chain_id)
-        self.receive_limits = BandwidthLimits(None, None)  # a benchmark measures, uncapped
-        self.bandwidth = GlobalBandwidth(self.receive_limits, self.clock())
-
-    def admit(self, connection: PeerConnection) -> bool:
-        return True
-
-    def forget(self, connection: PeerConnection) -> None:
-        pass
+        super().__init__(seed, chain_id)
+        self.plain = plain
 
     def new_session(self, connection: PeerConnection) -> SecureSession:
         return self.session(connection.initiator)
@@ -118,14 +100,7 @@ class Service(P2PService):
     def session(self, initiator: bool) -> SecureSession:
         if self.plain:  # duck-typed: PlainSession has the methods PeerConnection calls
             return cast(SecureSession, PlainSession(self.local.hello))
-        return SecureSession(
-            self.local,
-            self.admission,
-            initiator=initiator,
-            now=self.clock(),
-            rng=self.rng,
-            verifier=self.verifier,
-        )
+        return self.secure_session(initiator)
 
     def on_event(self, connection: PeerConnection, event: SessionEvent) -> None:
         app = cast(Link, connection).app
