@@ -6,7 +6,6 @@ import asyncio
 import random
 import time
 
-import msgspec
 from loops import Runner
 
 from meshchain.cli.setup import make_genesis
@@ -28,9 +27,8 @@ def test_a_pow_node_mines_blocks_while_its_loop_stays_free(run: Runner) -> None:
         members=[],
         allocations=[],
         block_interval_ms=1_000,
+        pow_difficulty=4_096,
     )
-    consensus = msgspec.structs.replace(genesis.consensus, pow_initial_difficulty=4_096)
-    genesis = msgspec.structs.replace(genesis, consensus=consensus)
     key = SecretKey.generate(random.Random(5))
 
     async def scenario() -> None:

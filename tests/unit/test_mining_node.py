@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 
-import msgspec
-
 from meshchain.cli.setup import make_genesis
 from meshchain.core.chain.genesis import ChainMode
 from meshchain.core.consensus.pow import ProofOfWork, mine_batch
@@ -33,9 +31,8 @@ def pow_node(miner: bool) -> Node:
         allocations=[],
         block_interval_ms=5_000,
         timestamp_ms=T0,
+        pow_difficulty=16,
     )
-    consensus = msgspec.structs.replace(genesis.consensus, pow_initial_difficulty=16)
-    genesis = msgspec.structs.replace(genesis, consensus=consensus)
     key = SecretKey.generate(random.Random(3)) if miner else None
     return Node(NodeConfig(genesis, key), MemoryStore(), random.Random(1))
 

@@ -30,7 +30,7 @@ MINER = bytes(20)
 
 
 def pow_genesis(difficulty: int = 8) -> Genesis:
-    genesis = make_genesis(
+    return make_genesis(
         ChainMode.PUBLIC,
         chain_name="pow-test",
         validators=[],
@@ -38,9 +38,8 @@ def pow_genesis(difficulty: int = 8) -> Genesis:
         allocations=[],
         block_interval_ms=SPACING,
         timestamp_ms=T0,
+        pow_difficulty=difficulty,
     )
-    consensus = msgspec.structs.replace(genesis.consensus, pow_initial_difficulty=difficulty)
-    return msgspec.structs.replace(genesis, consensus=consensus)
 
 
 def chain(genesis: Genesis) -> ChainState:

@@ -50,12 +50,13 @@ def make_genesis(
     allocations: list[tuple[bytes, int]],
     block_interval_ms: int | None = None,
     timestamp_ms: int | None = None,
+    pow_difficulty: int = DEVNET_POW_DIFFICULTY,  # proof-of-work chains only
 ) -> Genesis:
     engine, interval = MODE_DEFAULTS[mode]
     consensus = ConsensusParams(
         engine=engine.value,
         block_interval_ms=block_interval_ms or interval,
-        pow_initial_difficulty=DEVNET_POW_DIFFICULTY if engine is EngineName.POW else 0,
+        pow_initial_difficulty=pow_difficulty if engine is EngineName.POW else 0,
     )
     genesis = Genesis(
         version=1,

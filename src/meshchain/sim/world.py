@@ -15,8 +15,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from meshchain.cli.setup import COIN, make_genesis
 from meshchain.core.chain.genesis import ChainMode, Genesis, chain_id
 from meshchain.core.chain.tx import TxBody, compute_txid, sign_transaction
@@ -72,7 +70,7 @@ def sim_genesis(
     """A private PoA chain signed by the authorities, or a public PoW chain they mine,
     its starting difficulty what their hash rate finds once per block interval."""
     pow_chain = config.engine == "pow"
-    genesis = make_genesis(
+    return make_genesis(
         ChainMode.PUBLIC if pow_chain else ChainMode.PRIVATE,
         chain_name=f"sim-{config.name}"[:64],
         validators=authorities,
@@ -80,12 +78,8 @@ def sim_genesis(
         allocations=[(address_from_public_key(w.public_key), WALLET_FUNDS) for w in wallets],
         block_interval_ms=int(config.block_interval * 1000),
         timestamp_ms=0,
+        pow_difficulty=max(1, round(config.hashrate * config.authorities * config.block_interval)),
     )
-    if not pow_chain:
-        return genesis
-    difficulty = max(1, round(config.hashrate * config.authorities * config.block_interval))
-    consensus = msgspec.structs.replace(genesis.consensus, pow_initial_difficulty=difficulty)
-    return msgspec.structs.replace(genesis, consensus=consensus)
 
 
 class World:

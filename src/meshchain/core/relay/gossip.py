@@ -128,7 +128,6 @@ class Gossip:
     def block_connected(self, block: Block, vtxs: Sequence[VerifiedTx]) -> None:
         self.tx_relay.block_connected(block.header.height, [vtx.txid for vtx in vtxs])
         self.stempool.block_connected(vtxs)
-        self.block_relay.arrived(block_hash(block))
 
     def block_disconnected(self, block: Block) -> None:
         self.tx_relay.block_disconnected(block.header.height)
