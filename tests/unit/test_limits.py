@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from meshchain.chainkit import ChainKit
 from meshchain.core.chain.genesis import genesis_block
+from meshchain.core.consensus.bftwire import Commit, DuplicateVote, SignedProposal, SignedVote
 from meshchain.core.peers.address import net_address
 from meshchain.core.peers.limits import (
     DEFAULT_PEER_RECEIVE_BYTES_PER_SECOND,
@@ -37,7 +38,10 @@ from meshchain.core.wire.messages import (
     AnyMessage,
     BlockMessage,
     BlockTxn,
+    CommitMessage,
     CompactBlock,
+    ConsensusStatus,
+    EvidenceMessage,
     GetAddr,
     GetBlock,
     GetBlockTxn,
@@ -49,10 +53,12 @@ from meshchain.core.wire.messages import (
     NotFound,
     Ping,
     Pong,
+    ProposalMessage,
     SendCompact,
     StemTransaction,
     TransactionMessage,
     Transactions,
+    VoteMessage,
 )
 
 T0 = 1_000.0
@@ -197,6 +203,7 @@ def real_messages() -> list[tuple[AnyMessage, MessageClass]]:
     tx = kit.transfer(bytes(32), 0, 1, amount=5, fee=1, nonce=0)
     entry = AddrEntry(net_address("10.1.2.3", 9000), b"", 1, 1_700_000_000)
     hello = Hello(1, bytes(32), bytes(range(32)), "10.0.0.1:9000", 1, 0, bytes(32), "test/1")
+    vote = SignedVote(1, 1, 0, b"", 0, bytes(64))
     return [
         (TransactionMessage(tx), MessageClass.TRANSACTION),
         (BlockMessage(block), MessageClass.BLOCK),
@@ -216,6 +223,11 @@ def real_messages() -> list[tuple[AnyMessage, MessageClass]]:
         (StemTransaction(tx), MessageClass.STEM),
         (CompactBlock(block.header, 1, [bytes(6)], []), MessageClass.BLOCK),
         (SendCompact(True), MessageClass.OTHER),
+        (ProposalMessage(SignedProposal(1, 0, -1, block, bytes(64))), MessageClass.CONSENSUS),
+        (VoteMessage(vote), MessageClass.CONSENSUS),
+        (CommitMessage(block, Commit(1, 0, bytes(32), [])), MessageClass.CONSENSUS),
+        (EvidenceMessage(DuplicateVote(vote, vote)), MessageClass.CONSENSUS),
+        (ConsensusStatus(1, 0), MessageClass.CONSENSUS),
     ]
 
 

@@ -16,6 +16,9 @@ from meshchain.config import (
     write_key,
 )
 from meshchain.core.chain.genesis import (
+    DEFAULT_BFT_TIMEOUT_COMMIT_MS,
+    DEFAULT_BFT_TIMEOUT_PROPOSE_MS,
+    DEFAULT_BFT_TIMEOUT_VOTE_MS,
     Allocation,
     ChainMode,
     ConsensusParams,
@@ -37,6 +40,11 @@ MODE_DEFAULTS: dict[ChainMode, tuple[EngineName, int]] = {
     ChainMode.CONSORTIUM: (EngineName.BFT, 1_000),
     ChainMode.PRIVATE: (EngineName.POA, 2_000),
 }
+DEFAULT_BFT_TIMEOUTS_MS = (
+    DEFAULT_BFT_TIMEOUT_PROPOSE_MS,
+    DEFAULT_BFT_TIMEOUT_VOTE_MS,
+    DEFAULT_BFT_TIMEOUT_COMMIT_MS,
+)
 # About 65k hashes a block: a second or two of hashing in Python on one core.
 DEVNET_POW_DIFFICULTY = 2**16
 
@@ -51,12 +59,17 @@ def make_genesis(
     block_interval_ms: int | None = None,
     timestamp_ms: int | None = None,
     pow_difficulty: int = DEVNET_POW_DIFFICULTY,  # proof-of-work chains only
+    bft_timeouts_ms: tuple[int, ...] | None = None,  # BFT: propose, vote, commit
 ) -> Genesis:
     engine, interval = MODE_DEFAULTS[mode]
+    propose, vote, commit = bft_timeouts_ms or DEFAULT_BFT_TIMEOUTS_MS
     consensus = ConsensusParams(
         engine=engine.value,
         block_interval_ms=block_interval_ms or interval,
         pow_initial_difficulty=pow_difficulty if engine is EngineName.POW else 0,
+        bft_timeout_propose_ms=propose,
+        bft_timeout_vote_ms=vote,
+        bft_timeout_commit_ms=commit,
     )
     genesis = Genesis(
         version=1,

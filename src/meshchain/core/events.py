@@ -227,6 +227,38 @@ class PeerPunished:
     until: float | None  # end of a discouragement or ban
 
 
+@dataclass(frozen=True, slots=True)
+class EquivocationDetected:
+    """A validator signed two different votes for one height, round and step: the
+    evidence is gossiped and goes into a block."""
+
+    validator: bytes
+    height: int
+    round: int
+    kind: int  # 1 prevote, 2 precommit
+
+
+@dataclass(frozen=True, slots=True)
+class VoteSigned:
+    """We signed a proposal or vote (written to the write-ahead log first): an audit
+    trail, logged at debug level."""
+
+    height: int
+    round: int
+    step: str  # "proposal", "prevote" or "precommit"
+    value: bytes  # the block hash; empty for nil
+
+
+@dataclass(frozen=True, slots=True)
+class DoubleSignRefused:
+    """Our consensus wanted a second, different signature for a slot the write-ahead log
+    says we signed already (a restart lost state): refused, nothing was sent."""
+
+    height: int
+    round: int
+    step: str
+
+
 Notice = (
     BlockAccepted
     | BlockRejected
@@ -235,6 +267,9 @@ Notice = (
     | TransactionRejected
     | ChainReorganized
     | (PeerPunished)
+    | EquivocationDetected
+    | DoubleSignRefused
+    | VoteSigned
 )
 
 

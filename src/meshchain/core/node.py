@@ -26,7 +26,8 @@ from meshchain.core.chain.tx import (
     verify_transaction,
 )
 from meshchain.core.chain.validation import check_transaction
-from meshchain.core.consensus import ProofOfWork, engine_for
+from meshchain.core.consensus import BftEngine, ProofOfWork, engine_for
+from meshchain.core.consensus.bftnode import BftConsensus
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
 from meshchain.core.events import (
@@ -64,9 +65,15 @@ from meshchain.core.store import ChainStore
 from meshchain.core.wire.messages import (
     Addr,
     BlockMessage,
+    CommitMessage,
+    ConsensusStatus,
+    EvidenceMessage,
     GetAddr,
     GetBlock,
+    Message,
+    ProposalMessage,
     TransactionMessage,
+    VoteMessage,
 )
 from meshchain.errors import DecodeError, RejectCode, ValidationError
 
@@ -111,6 +118,11 @@ class NodeConfig:
     relay: RelayConfig = field(default_factory=RelayConfig)
 
 
+def _ignore(peer: PeerId, message: Any, now: float) -> list[Action]:
+    """Consensus messages of an engine this chain does not run: nothing to do."""
+    return []
+
+
 class Node:
     def __init__(
         self,
@@ -135,13 +147,15 @@ class Node:
         self._block_relay_peers: list[PeerId] = []
         self._tx_relay_peers: list[PeerId] = []
         self._requested_blocks: dict[bytes, float] = {}  # parent hash -> when asked
-        self._dispatch_tables()
         key = config.validator_key
-        self._beneficiary = config.beneficiary or (
+        self.beneficiary = config.beneficiary or (
             address_from_public_key(key.public_key) if key is not None else bytes(20)
         )
         # Proof of work: a node with a key mines (the key only names who is paid).
         self.mining = isinstance(self.engine, ProofOfWork) and key is not None
+        # BFT: every node follows the votes; blocks come only with their commit.
+        self.bft = BftConsensus(self) if isinstance(self.engine, BftEngine) else None
+        self._dispatch_tables()
 
     # --- the one entry point ----------------------------------------------------------
 
@@ -160,6 +174,13 @@ class Node:
         if input_handler is None:
             raise TypeError(f"Node.handle got an unknown input {event!r}")
         return input_handler(event, now)
+
+    def handle_message(self, peer: PeerId, message: Message, now: float) -> list[Action]:
+        """A message received earlier and held back (a consensus message for a height we
+        had not reached), handled now; its rate was charged when it arrived."""
+        if peer not in self.peers:
+            return []
+        return self._message_handlers[type(message)](peer, message, now)
 
     def _dispatch_tables(self) -> None:
         self._input_handlers: dict[type, Callable[[Any, float], list[Action]]] = {
@@ -184,6 +205,15 @@ class Node:
             Addr: lambda peer, m, now: self.peer_manager.exchange.on_addr(peer, m, now),
             **self.gossip.message_handlers(),
         }
+        bft = self.bft
+        consensus: dict[type, Callable[[PeerId, Any, float], list[Action]]] = {
+            ProposalMessage: bft.on_proposal if bft else _ignore,
+            VoteMessage: bft.on_vote if bft else _ignore,
+            CommitMessage: bft.on_commit if bft else _ignore,
+            EvidenceMessage: bft.on_evidence if bft else _ignore,
+            ConsensusStatus: bft.on_status if bft else _ignore,
+        }
+        self._message_handlers.update(consensus)
 
     def _connected(self, event: PeerConnected, now: float) -> list[Action]:
         peer, kind = event.peer, event.connection_kind
@@ -206,6 +236,8 @@ class Node:
             if peer in self._tx_relay_peers:
                 self._tx_relay_peers.remove(peer)
             actions = self.gossip.peer_disconnected(peer, now)
+            if self.bft is not None:
+                self.bft.peer_gone(peer)
         return actions + self.peer_manager.disconnected(peer, now)
 
     def _ping_measured(self, peer: PeerId, rtt: float) -> list[Action]:
@@ -231,12 +263,16 @@ class Node:
         actions: list[Action] = [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
         if self.mining:
             actions += self._mine(now)
+        elif self.bft is not None:
+            actions += self.bft.start(now)
         elif self.config.validator_key is not None:
             actions.append(ScheduleTimer(PRODUCE_TIMER, self._next_slot(now)))
         return actions + self.gossip.start(now) + self.peer_manager.start(now)
 
     def _greet(self, peer: PeerId) -> list[Action]:
         """Show a new peer our tip: if it lacks it, it asks for the missing parents."""
+        if self.bft is not None:
+            return self.bft.greet(peer)
         if self.chain.height == 0:
             return []
         if not self.flood:
@@ -332,9 +368,26 @@ class Node:
             return [TransactionAccepted(vtx.txid), *self._flood(TransactionMessage(tx), peer)]
         return [TransactionAccepted(vtx.txid), *self.gossip.fluffed(vtx.txid, peer, now)]
 
-    def accept_block(self, block: Block, now: float, peer: PeerId | None) -> list[Action]:
+    def block_candidates(self) -> list[VerifiedTx]:
+        """Mempool transactions for a new block, best fee rate first, within its bounds."""
+        return self.mempool.select(BLOCK_TEMPLATE_MAX_BYTES, BLOCK_TEMPLATE_MAX_TXS)
+
+    def accept_block(
+        self,
+        block: Block,
+        now: float,
+        peer: PeerId | None,
+        meta: dict[str, bytes] | None = None,
+        certified: bool = False,
+        produced: bool | None = None,
+    ) -> list[Action]:
+        """Add a block to the chain, relay it and update the mempool. On a BFT chain only
+        a block with a commit certificate is taken (`certified`): the consensus component
+        checks it; anything else from a peer is not final and is left alone."""
+        if self.bft is not None and not certified:
+            return []
         old_tip = self.chain.tip_hash
-        update = self.chain.add_block(block, now)
+        update = self.chain.add_block(block, now, meta=meta)
         self.gossip.block_relay.arrived(update.block_hash)  # held, connected or refused
         actions: list[Action] = []
         if update.error is not None:
@@ -357,12 +410,14 @@ class Node:
         for connected, vtxs in update.connected:
             self.mempool.block_connected(vtxs)
             self.gossip.block_connected(connected, vtxs)
+            if self.bft is not None:
+                self.bft.block_connected(connected)
             actions.append(
                 BlockAccepted(
                     block_hash(connected),
                     connected.header.height,
                     len(vtxs),
-                    produced=peer is None,
+                    produced=peer is None if produced is None else produced,
                 )
             )
         if update.disconnected:
@@ -383,6 +438,8 @@ class Node:
             self.peer_manager.delivered_block(peer, now)
         if self.mining and update.connected:
             actions.extend(self._mine(now))  # the tip moved: the old work is stale
+        if self.bft is not None:
+            return actions  # peers learn blocks by following the votes, or by commits
         if self.flood:
             actions.extend(self._flood(BlockMessage(block), peer))
         else:
@@ -393,6 +450,10 @@ class Node:
         peer_actions = self.peer_manager.timer(timer, now)
         if peer_actions is not None:
             return peer_actions
+        if self.bft is not None:
+            bft_actions = self.bft.timer(timer, now)
+            if bft_actions is not None:
+                return bft_actions
         relay_actions = self.gossip.timer(timer, now)
         if relay_actions is not None:
             return relay_actions
@@ -418,8 +479,9 @@ class Node:
 
     def _mine(self, now: float) -> list[Action]:
         """A fresh proof-of-work template on the tip for the driver's miner."""
-        candidates = self.mempool.select(BLOCK_TEMPLATE_MAX_BYTES, BLOCK_TEMPLATE_MAX_TXS)
-        block, _ = self.chain.build_block(candidates, int(now * 1000), self._beneficiary)
+        block, _ = self.chain.build_block(
+            self.block_candidates(), int(now * 1000), self.beneficiary
+        )
         return [MineBlock(block), ScheduleTimer(PRODUCE_TIMER, now + MINING_TEMPLATE_REFRESH)]
 
     def _produce(self, now: float) -> list[Action]:
@@ -432,7 +494,6 @@ class Node:
             return []
         if now_ms < self.chain.tip_header.timestamp_ms + interval_ms:
             return []
-        candidates = self.mempool.select(BLOCK_TEMPLATE_MAX_BYTES, BLOCK_TEMPLATE_MAX_TXS)
-        block, _ = self.chain.build_block(candidates, now_ms, self._beneficiary)
+        block, _ = self.chain.build_block(self.block_candidates(), now_ms, self.beneficiary)
         sealed = Block(self.engine.seal(block.header, key), block.transactions)
         return self.accept_block(sealed, now, None)

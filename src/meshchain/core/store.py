@@ -59,6 +59,10 @@ class WriteBatch:
     txs_unindexed: list[bytes] = field(default_factory=list)
     tip: bytes | None = None
     meta: dict[str, bytes] = field(default_factory=dict)
+    # The consensus write-ahead log: records (height, bytes) appended in order, and the
+    # records of heights below `wal_keep_from` dropped (deletion first, as always).
+    wal_append: list[tuple[int, bytes]] = field(default_factory=list)
+    wal_keep_from: int | None = None
 
 
 class ChainStore(Protocol):
@@ -88,6 +92,10 @@ class ChainStore(Protocol):
         """The newest `limit` (>= 0) indexed transactions touching `address`, newest first."""
         ...
 
+    def wal_records(self) -> list[tuple[int, bytes]]:
+        """The consensus write-ahead log, oldest record first."""
+        ...
+
     def write(self, batch: WriteBatch) -> None:
         """Apply the whole batch atomically (deletions first, then puts).
 
@@ -111,6 +119,7 @@ class MemoryStore:
         self._by_address: dict[bytes, dict[bytes, TxLocation]] = {}
         self._tip: bytes | None = None
         self._meta: dict[str, bytes] = {}
+        self._wal: list[tuple[int, bytes]] = []
 
     def block_entries(self) -> Iterator[BlockIndexEntry]:
         return iter(sorted(self._entries.values(), key=lambda entry: entry.sequence))
@@ -143,7 +152,13 @@ class MemoryStore:
         newest = sorted(found, key=lambda loc: (loc.height, loc.position), reverse=True)
         return newest[:limit]
 
+    def wal_records(self) -> list[tuple[int, bytes]]:
+        return list(self._wal)
+
     def write(self, batch: WriteBatch) -> None:
+        if batch.wal_keep_from is not None:
+            self._wal = [record for record in self._wal if record[0] >= batch.wal_keep_from]
+        self._wal.extend(batch.wal_append)
         for address in batch.accounts_deleted:
             self._accounts.pop(address, None)
         for block_hash in batch.undo_deleted:

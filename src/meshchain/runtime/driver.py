@@ -21,6 +21,8 @@ from meshchain.core.events import (
     ChainReorganized,
     Dial,
     Disconnect,
+    DoubleSignRefused,
+    EquivocationDetected,
     Input,
     MineBlock,
     NodeStopping,
@@ -30,6 +32,7 @@ from meshchain.core.events import (
     TimerFired,
     TransactionAccepted,
     TransactionRejected,
+    VoteSigned,
 )
 from meshchain.core.node import Node
 from meshchain.core.wire.messages import AnyMessage
@@ -117,6 +120,19 @@ class NodeDriver:
                 log.debug("rejected tx %s: %s %s", txid.hex() if txid else "?", code.name, detail)
             case ChainReorganized(_, _, disconnected, connected):
                 log.warning("reorg: -%d +%d blocks", disconnected, connected)
+            case EquivocationDetected(validator, height, round_, kind):
+                log.warning(
+                    "equivocation: validator %s, height %d round %d kind %d",
+                    validator.hex()[:16],
+                    height,
+                    round_,
+                    kind,
+                )
+            case VoteSigned(height, round_, step, value):
+                shown = value.hex()[:16] if value else "nil"
+                log.debug("signed %s at height %d round %d: %s", step, height, round_, shown)
+            case DoubleSignRefused(height, round_, step):
+                log.error("refused to sign %s twice at height %d round %d", step, height, round_)
 
     def _schedule(self, timer: str, at: float) -> None:
         loop = asyncio.get_running_loop()

@@ -210,4 +210,5 @@ def summarize(adversaries: Sequence[Adversary]) -> dict[str, dict[str, int]]:
 
 # Behaviours in their own modules register themselves in ADVERSARIES when imported; they
 # import this module, so this import comes last.
+import meshchain.sim.bft  # noqa: E402
 import meshchain.sim.eclipse  # noqa: E402, F401

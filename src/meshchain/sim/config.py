@@ -31,6 +31,15 @@ class PartitionSpec:
 
 
 @dataclass(frozen=True)
+class RandomFaultSpec:
+    """Partitions drawn from the run's seed: each splits the nodes into two or three
+    random groups for up to `max_partition_seconds`, healed before the settle period."""
+
+    partitions: int = 2
+    max_partition_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
 class ChurnSpec:
     """Every `interval` seconds, `fraction` of the nodes go offline for `downtime`."""
 
@@ -99,14 +108,20 @@ class SimConfig:
     tx_data_bytes: int = 0  # random payload per transaction (bigger transactions)
     wallets: int = 100
     authorities: int = 4  # PoA block signers, or PoW miners, on nodes 0..authorities-1
-    engine: str = "poa"  # "poa" (private chain) or "pow" (public chain, mined)
+    engine: str = "poa"  # "poa" (private chain), "pow" (public, mined), "bft" (consortium)
     hashrate: float = 100.0  # pow: hashes per virtual second of each miner
+    # bft: the propose, vote and commit timeouts in seconds (CometBFT's defaults).
+    bft_timeouts: tuple[float, float, float] = (3.0, 1.0, 1.0)
     block_interval: float = 10.0
     finality_depth: int = 6  # blocks buried this deep count as final (PoA has no votes)
+    # At the end honest tips may differ by blocks still in flight: one at a block every
+    # few seconds, a few when blocks come several a second (fast BFT settings).
+    convergence_lag: int = 1
     partitions: tuple[PartitionSpec, ...] = ()
     churn: ChurnSpec | None = None
     replace: ReplaceSpec | None = None
     crashes: tuple[CrashSpec, ...] = ()
+    random_faults: RandomFaultSpec | None = None
     adversaries: tuple[AdversarySpec, ...] = ()
     relay: RelayConfig = field(default_factory=RelayConfig)  # every node's relay settings
     # Run again with compact blocks off and report both (scenarios/propagation.toml).

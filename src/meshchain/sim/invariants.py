@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from meshchain.sim.world import World
 
-# After the settle period honest tips may differ by a block still in flight.
-CONVERGENCE_LAG_BLOCKS = 1
-
 
 class NoConflictingFinality:
     """Honest nodes never hold different blocks at a height both consider final.
@@ -88,7 +85,7 @@ def converged(world: World, final: bool) -> list[str]:
         chain = host.node.chain
         if reference.hash_at(chain.height) != chain.tip_hash:
             problems.append(f"node {host.index} is on another branch at height {chain.height}")
-        elif reference.height - chain.height > CONVERGENCE_LAG_BLOCKS:
+        elif reference.height - chain.height > world.config.convergence_lag:
             stuck = f" holding {chain.orphan_count} orphan blocks" if chain.orphan_count else ""
             problems.append(
                 f"node {host.index} lags at height {chain.height} of {reference.height}{stuck}"

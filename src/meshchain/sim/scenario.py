@@ -32,6 +32,7 @@ from meshchain.sim.config import (
     CrashSpec,
     LatencySpec,
     PartitionSpec,
+    RandomFaultSpec,
     ReplaceSpec,
     SimConfig,
 )
@@ -93,6 +94,11 @@ class _Workload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     authorities: Annotated[int, msgspec.Meta(ge=1)] = _DEFAULT.authorities
     engine: str = _DEFAULT.engine
     hashrate: Annotated[float, msgspec.Meta(gt=0, le=1e9)] = _DEFAULT.hashrate
+    bft_timeout_propose: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] = _DEFAULT.bft_timeouts[
+        0
+    ]
+    bft_timeout_vote: Annotated[float, msgspec.Meta(ge=0.001, le=3600)] = _DEFAULT.bft_timeouts[1]
+    bft_timeout_commit: Annotated[float, msgspec.Meta(ge=0, le=3600)] = _DEFAULT.bft_timeouts[2]
     # Block timestamps are whole milliseconds, so one is the shortest interval.
     block_interval: Annotated[float, msgspec.Meta(ge=0.001, le=MAX_SECONDS)] = (
         _DEFAULT.block_interval
@@ -124,7 +130,13 @@ class _Crash(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     restart_at: Seconds | None = None
 
 
+class _RandomFaults(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    partitions: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 2
+    max_partition_seconds: Interval = 20.0
+
+
 class _Faults(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    random: _RandomFaults | None = None
     partitions: list[_Partition] = []
     churn: _Churn | None = None
     replace: _Replace | None = None
@@ -161,7 +173,8 @@ class _Scenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     repeat: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1
     duration: Interval
     settle: Seconds = _DEFAULT.settle
-    finality_depth: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = _DEFAULT.finality_depth
+    finality_depth: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = _DEFAULT.finality_depth
+    convergence_lag: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = _DEFAULT.convergence_lag
     network: _Network
     workload: _Workload = msgspec.field(default_factory=_Workload)
     faults: _Faults = msgspec.field(default_factory=_Faults)
@@ -246,14 +259,21 @@ def _build(s: _Scenario) -> SimConfig:
         authorities=work.authorities,
         engine=_engine(work.engine),
         hashrate=work.hashrate,
+        bft_timeouts=(work.bft_timeout_propose, work.bft_timeout_vote, work.bft_timeout_commit),
         block_interval=work.block_interval,
         finality_depth=s.finality_depth,
+        convergence_lag=s.convergence_lag,
         partitions=tuple(
             _partition(p, f"$.faults.partitions[{i}]", nodes, quiet_from)
             for i, p in enumerate(s.faults.partitions)
         ),
         churn=_churn(s.faults.churn, nodes, quiet_from),
         replace=_replace(s.faults.replace),
+        random_faults=(
+            None
+            if s.faults.random is None
+            else RandomFaultSpec(s.faults.random.partitions, s.faults.random.max_partition_seconds)
+        ),
         discovery=net.discovery,
         bootstrap_nodes=net.bootstrap_nodes,
         block_relay_only=net.block_relay_only,
@@ -267,7 +287,7 @@ def _build(s: _Scenario) -> SimConfig:
     )
 
 
-SIM_ENGINES = ("poa", "pow")
+SIM_ENGINES = ("poa", "pow", "bft")
 
 
 def _engine(name: str) -> str:

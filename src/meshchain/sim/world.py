@@ -17,7 +17,7 @@ from typing import Any
 
 from meshchain.cli.setup import COIN, make_genesis
 from meshchain.core.chain.genesis import ChainMode, Genesis, chain_id
-from meshchain.core.chain.tx import TxBody, compute_txid, sign_transaction
+from meshchain.core.chain.tx import TxBody, compute_txid, sign_transaction, txid_of
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey
 from meshchain.core.events import (
@@ -34,6 +34,7 @@ from meshchain.core.wire.codec import encode
 from meshchain.core.wire.messages import AnyMessage
 from meshchain.runtime.network import DIAL_TIMEOUT
 from meshchain.sim.adversary import Adversary, Spy, make_adversaries, summarize
+from meshchain.sim.bft import HaltsWithoutQuorum, evidence_committed, random_partitions
 from meshchain.sim.config import SimConfig
 from meshchain.sim.engine import Simulator, rare_collections
 from meshchain.sim.host import CachingVerifier, SimHost
@@ -43,7 +44,7 @@ from meshchain.sim.invariants import (
     converged,
     supply_conserved,
 )
-from meshchain.sim.metrics import Metrics
+from meshchain.sim.metrics import Metrics, percentiles
 from meshchain.sim.network import LatencyModel, Partition, SimNetwork
 from meshchain.sim.peering import HonestGraphConnected, OutboundTargets, peer_report
 from meshchain.sim.propagation import lower_bounds, relay_cost
@@ -67,11 +68,14 @@ def sim_genesis(
     node_keys: list[SecretKey],
     wallets: list[SecretKey],
 ) -> Genesis:
-    """A private PoA chain signed by the authorities, or a public PoW chain they mine,
-    its starting difficulty what their hash rate finds once per block interval."""
-    pow_chain = config.engine == "pow"
+    """A private PoA chain signed by the authorities, a public PoW chain they mine (its
+    starting difficulty what their hash rate finds once per block interval), or a
+    consortium chain whose validators they are."""
+    mode = {"pow": ChainMode.PUBLIC, "bft": ChainMode.CONSORTIUM}.get(
+        config.engine, ChainMode.PRIVATE
+    )
     return make_genesis(
-        ChainMode.PUBLIC if pow_chain else ChainMode.PRIVATE,
+        mode,
         chain_name=f"sim-{config.name}"[:64],
         validators=authorities,
         members=node_keys,
@@ -79,6 +83,7 @@ def sim_genesis(
         block_interval_ms=int(config.block_interval * 1000),
         timestamp_ms=0,
         pow_difficulty=max(1, round(config.hashrate * config.authorities * config.block_interval)),
+        bft_timeouts_ms=tuple(round(seconds * 1000) for seconds in config.bft_timeouts),
     )
 
 
@@ -98,6 +103,17 @@ class World:
         self.genesis = sim_genesis(config, self.authority_keys, node_keys, self.wallets)
         self.chain_id = chain_id(self.genesis)
         self.metrics = Metrics(total)
+        # The scenario's partitions, and those its seed draws (`[faults.random]`).
+        self.partitions = config.partitions + (
+            ()
+            if config.random_faults is None
+            else random_partitions(
+                config.random_faults,
+                config.nodes,
+                max(0.0, config.duration - config.settle),
+                self.sim.rng("faults"),
+            )
+        )
         self.network = SimNetwork(
             self.sim,
             total,
@@ -106,7 +122,7 @@ class World:
             upload_bps=config.upload_bps,
             download_bps=config.download_bps,
             loss=config.loss,
-            partitions=config.partitions,
+            partitions=self.partitions,
         )
         self.network.deliver = self._deliver
         self.network.sever = self._sever
@@ -150,6 +166,11 @@ class World:
             converged,
             ChainAdvances(),
         ]
+        if config.engine == "bft":
+            self.invariants += [
+                evidence_committed,
+                HaltsWithoutQuorum(self.partitions, config.authorities),
+            ]
         self.outbound_targets: OutboundTargets | None = None
         if config.discovery:
             self.outbound_targets = OutboundTargets(config.target_grace)
@@ -393,6 +414,26 @@ class World:
                     progress(self.sim.now)
             self._check(final=True)
 
+    def _finality_latency(self) -> dict[str, float | None] | None:
+        """BFT: seconds from a transaction's submission to the commit of its block (at
+        the block's proposer). Other engines have no votes, only depth: None."""
+        if self.config.engine != "bft":
+            return None
+        reference = next(iter(self.honest_online()), None)
+        if reference is None or reference.node is None:
+            return None
+        chain, metrics = reference.node.chain, self.metrics
+        samples: list[float] = []
+        for height in range(1, chain.height + 1):
+            block_hash_ = chain.hash_at(height)
+            committed = metrics.block_origin.get(block_hash_) if block_hash_ else None
+            block = chain.block(block_hash_) if committed is not None and block_hash_ else None
+            for tx in block.transactions if block is not None else ():
+                submitted = metrics.tx_origin.get(txid_of(tx))
+                if submitted is not None and committed is not None:
+                    samples.append(committed - submitted)
+        return percentiles(samples)
+
     def _attack_outcome(self) -> dict[str, Any]:
         from meshchain.sim.eclipse import eclipse_outcome  # eclipse imports this module
 
@@ -432,7 +473,7 @@ class World:
                 **self._attack_outcome(),
                 "propagation_lower_bound_seconds": lower_bounds(self),
                 "relay_cost": relay_cost(self),
-                "finality_latency_seconds": None,  # PoA has no finality votes yet
+                "finality_latency_seconds": self._finality_latency(),
                 "simulator": {
                     "events": self.sim.events_processed,
                     "virtual_seconds": config.duration,

@@ -60,6 +60,11 @@ _SCHEMA = (
         ON tx_addresses (address, height, position)""",
     "CREATE TABLE IF NOT EXISTS tip (id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS consensus_wal (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        height INTEGER NOT NULL,
+        record BLOB NOT NULL
+    )""",
 )
 
 _ENTRY_COLUMNS = "hash, parent, height, timestamp_ms, chain_weight, sequence, invalid"
@@ -240,9 +245,18 @@ class SqliteChainStore:
         except sqlite3.Error as exc:
             raise StoreError(f"writing store {self._path!r} failed: {exc}") from exc
 
+    def wal_records(self) -> list[tuple[int, bytes]]:
+        rows = self._query("SELECT height, record FROM consensus_wal ORDER BY seq")
+        return [(int(row[0]), bytes(row[1])) for row in rows]
+
     @staticmethod
     def _apply(conn: sqlite3.Connection, batch: WriteBatch) -> None:
         """Same order as `MemoryStore.write`: deletions first, then puts."""
+        if batch.wal_keep_from is not None:
+            conn.execute("DELETE FROM consensus_wal WHERE height < ?", (batch.wal_keep_from,))
+        conn.executemany(
+            "INSERT INTO consensus_wal (height, record) VALUES (?, ?)", batch.wal_append
+        )
         conn.executemany(
             "DELETE FROM accounts WHERE address = ?", [(a,) for a in batch.accounts_deleted]
         )

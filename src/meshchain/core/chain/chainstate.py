@@ -121,6 +121,7 @@ class ChainState:
         self._orphans: OrderedDict[bytes, tuple[Block, int]] = OrderedDict()
         self._orphan_bytes = 0
         self._sequence = 0
+        self._connect_meta: tuple[bytes, dict[str, bytes]] | None = None
         if store.tip() is None:
             self._initialize()
         else:
@@ -248,9 +249,25 @@ class ChainState:
 
     # --- adding blocks -----------------------------------------------------------------
 
-    def add_block(self, block: Block, now: float, raw: bytes | None = None) -> ChainUpdate:
-        """Validate, store and maybe connect a block; then adopt orphans that waited on it."""
-        update = self._add_one(block, now, raw)
+    def add_block(
+        self,
+        block: Block,
+        now: float,
+        raw: bytes | None = None,
+        meta: dict[str, bytes] | None = None,
+    ) -> ChainUpdate:
+        """Validate, store and maybe connect a block; then adopt orphans that waited on it.
+
+        `meta` is written in the same atomic step that connects this block (a BFT node
+        keeps the newest block's commit certificate so, never apart from it)."""
+        self._connect_meta = (block_hash(block), meta) if meta else None
+        try:
+            update = self._add_one(block, now, raw)
+        finally:
+            self._connect_meta = None
+        return self._adopt_orphans(update, now)
+
+    def _adopt_orphans(self, update: ChainUpdate, now: float) -> ChainUpdate:
         stored = update.result not in (AddBlockResult.DUPLICATE, AddBlockResult.ORPHAN) and (
             self._entries.get(update.block_hash) is not None
         )
@@ -415,6 +432,8 @@ class ChainState:
             tip=this_hash,
             meta={META_MINTED: _int_meta(ledger.minted), META_BURNT: _int_meta(ledger.burnt)},
         )
+        if self._connect_meta is not None and self._connect_meta[0] == this_hash:
+            batch.meta.update(self._connect_meta[1])
         self.store.write(batch)
         self._main.append(this_hash)
         return block, vtxs
@@ -469,10 +488,31 @@ class ChainState:
 
     # --- producing blocks --------------------------------------------------------------
 
+    def check_candidate(self, block: Block, now: float) -> None:
+        """Validate a block on the tip in full without storing it (a BFT proposal, which
+        must not enter the block tree before it is committed); ValidationError if bad."""
+        header = block.header
+        check_block(block, self.chain_id, len(encode(block)))
+        if header.parent != self.tip_hash:
+            raise ValidationError(RejectCode.UNKNOWN_PARENT, "a candidate must extend the tip")
+        self._check_header(header, self.tip_entry, now)
+        vtxs = [self._verified(tx) for tx in block.transactions]
+        undo = self.ledger.apply_block(vtxs, self.economics(header))
+        root = self.ledger.state_root()
+        self.ledger.undo_block(undo)
+        self.ledger.state_root()
+        if root != header.state_root:
+            raise ValidationError(RejectCode.BAD_STATE_ROOT, f"candidate {block_hash(block).hex()}")
+
     def build_block(
-        self, candidates: list[VerifiedTx], timestamp_ms: int, beneficiary: bytes
+        self,
+        candidates: list[VerifiedTx],
+        timestamp_ms: int,
+        beneficiary: bytes,
+        consensus: bytes | None = None,
     ) -> tuple[Block, list[VerifiedTx]]:
-        """An unsealed block on the tip with those candidates that apply, in order."""
+        """An unsealed block on the tip with those candidates that apply, in order;
+        `consensus` fills the engine's field when the engine's template is not enough."""
         tip = self.tip_header
         ledger = self.ledger
         economics = BlockEconomics(
@@ -497,7 +537,7 @@ class ChainState:
             tx_root=transactions_root(transactions),
             state_root=state_root,
             beneficiary=beneficiary,
-            consensus=self.engine.template_consensus(tip),
+            consensus=self.engine.template_consensus(tip) if consensus is None else consensus,
         )
         return Block(header, transactions), accepted
 

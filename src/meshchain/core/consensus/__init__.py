@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshchain.core.chain.genesis import EngineName, Genesis
+from meshchain.core.consensus.bft import BftEngine
 from meshchain.core.consensus.engine import ConsensusEngine
 from meshchain.core.consensus.poa import ProofOfAuthority
 from meshchain.core.consensus.pow import ProofOfWork
@@ -11,12 +12,14 @@ from meshchain.errors import ConfigError
 
 
 def engine_for(genesis: Genesis, verifier: SignatureVerifier | None = None) -> ConsensusEngine:
-    """The engine genesis names; bft arrives with the rest of the consensus issue."""
+    """The engine genesis names."""
     if genesis.engine is EngineName.POA:
         return ProofOfAuthority(genesis, verifier)
     if genesis.engine is EngineName.POW:
         return ProofOfWork(genesis)
-    raise ConfigError(f"consensus.engine: {genesis.engine.value} is not implemented yet")
+    if genesis.engine is EngineName.BFT:
+        return BftEngine(genesis, verifier)
+    raise ConfigError(f"consensus.engine: {genesis.engine.value} is not implemented")
 
 
-__all__ = ["ConsensusEngine", "ProofOfAuthority", "ProofOfWork", "engine_for"]
+__all__ = ["BftEngine", "ConsensusEngine", "ProofOfAuthority", "ProofOfWork", "engine_for"]

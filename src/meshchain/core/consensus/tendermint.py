@@ -242,7 +242,12 @@ class Tendermint:
         tally = self._tallies.setdefault((vote.round, vote.kind), _Tally())
         earlier = tally.add(vote, power)
         effects: list[Effect] = [] if earlier is None else [Equivocation(earlier, vote)]
-        return effects + self._evaluate(vote.round)
+        effects += self._evaluate(vote.round)
+        if vote.round < self.round and not any(isinstance(e, Decide) for e in effects):
+            # A prevote of an earlier round may complete the proof of lock (line 28) that
+            # the current round's proposal refers to.
+            effects += self._evaluate(self.round)
+        return effects
 
     def on_timeout(self, kind: TimeoutKind, height: int, round_: int) -> list[Effect]:
         if height != self.height or round_ != self.round:

@@ -24,7 +24,10 @@ from meshchain.core.wire.messages import (
     AnyMessage,
     BlockMessage,
     BlockTxn,
+    CommitMessage,
     CompactBlock,
+    ConsensusStatus,
+    EvidenceMessage,
     GetAddr,
     GetBlock,
     GetBlockTxn,
@@ -33,9 +36,11 @@ from meshchain.core.wire.messages import (
     NotFound,
     Ping,
     Pong,
+    ProposalMessage,
     StemTransaction,
     TransactionMessage,
     Transactions,
+    VoteMessage,
 )
 
 SECONDS_PER_MINUTE = 60.0
@@ -78,6 +83,11 @@ GET_ADDR_BURST = GET_ADDRS_PER_MINUTE
 # Chia: DEFAULT_SETTINGS, 100 a minute, for keep-alives (Ping and Pong).
 PINGS_PER_MINUTE = 100
 PING_BURST = PINGS_PER_MINUTE
+# Ours: BFT proposals, votes, commits and status. Each height a validator set of n sends
+# about 2n votes and one proposal per round, each relayed once per peer; 100 validators
+# at a block a second is ~12,000 a minute. Bursts cover a catch-up of many commits.
+CONSENSUS_PER_MINUTE = 30_000
+CONSENSUS_BURST = 5_000
 # Chia: DEFAULT_SETTINGS again for the rest (Hello, Goodbye): a handful per session.
 OTHER_PER_MINUTE = 100
 OTHER_BURST = OTHER_PER_MINUTE
@@ -187,6 +197,7 @@ class MessageClass(enum.Enum):
     ADDR_ENTRY = "addr_entry"
     GET_ADDR = "get_addr"
     PING = "ping"
+    CONSENSUS = "consensus"
     OTHER = "other"
 
 
@@ -206,6 +217,11 @@ _CLASS_OF_TYPE: dict[type, MessageClass] = {
     GetAddr: MessageClass.GET_ADDR,
     Ping: MessageClass.PING,
     Pong: MessageClass.PING,
+    ProposalMessage: MessageClass.CONSENSUS,
+    VoteMessage: MessageClass.CONSENSUS,
+    CommitMessage: MessageClass.CONSENSUS,
+    EvidenceMessage: MessageClass.CONSENSUS,
+    ConsensusStatus: MessageClass.CONSENSUS,
 }
 
 
@@ -243,6 +259,7 @@ RATE_LIMITS: dict[MessageClass, RateLimit] = {
     MessageClass.ADDR_ENTRY: RateLimit(MAX_ADDR_RATE_PER_SECOND, MAX_ADDR_PROCESSING_TOKEN_BUCKET),
     MessageClass.GET_ADDR: RateLimit.per_minute(GET_ADDRS_PER_MINUTE, GET_ADDR_BURST),
     MessageClass.PING: RateLimit.per_minute(PINGS_PER_MINUTE, PING_BURST),
+    MessageClass.CONSENSUS: RateLimit.per_minute(CONSENSUS_PER_MINUTE, CONSENSUS_BURST),
     MessageClass.OTHER: RateLimit.per_minute(OTHER_PER_MINUTE, OTHER_BURST),
 }
 

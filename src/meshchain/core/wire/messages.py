@@ -13,6 +13,7 @@ import msgspec
 
 from meshchain.core.chain.block import MAX_BLOCK_TXS, Block, BlockHeader
 from meshchain.core.chain.tx import Transaction
+from meshchain.core.consensus.bftwire import Commit, DuplicateVote, SignedProposal, SignedVote
 from meshchain.core.peers.address import NetAddress
 from meshchain.core.wire.codec import (
     MAX_MESSAGE_SIZE,
@@ -203,6 +204,38 @@ class BlockTxn(WireStruct, frozen=True, tag=29):
     transactions: Annotated[list[Transaction], msgspec.Meta(max_length=MAX_BLOCK_TXS)]
 
 
+class ProposalMessage(WireStruct, frozen=True, tag=40):
+    """A BFT proposal: the round's proposer offers a whole block (gossiped by all)."""
+
+    proposal: SignedProposal
+
+
+class VoteMessage(WireStruct, frozen=True, tag=41):
+    """A BFT prevote or precommit (gossiped by all)."""
+
+    vote: SignedVote
+
+
+class CommitMessage(WireStruct, frozen=True, tag=42):
+    """A committed block with its commit certificate: helps a lagging peer catch up."""
+
+    block: Block
+    commit: Commit
+
+
+class EvidenceMessage(WireStruct, frozen=True, tag=43):
+    """Proof that a validator equivocated, gossiped until a block records it."""
+
+    evidence: DuplicateVote
+
+
+class ConsensusStatus(WireStruct, frozen=True, tag=44):
+    """Where a node's consensus is (CometBFT's NewRoundStep): peers behind get commits."""
+
+    height: UInt
+    round: UInt
+
+
 SessionMessage = Hello | Goodbye | Ping | Pong
 Message = (
     TransactionMessage
@@ -219,6 +252,11 @@ Message = (
     | CompactBlock
     | GetBlockTxn
     | BlockTxn
+    | ProposalMessage
+    | VoteMessage
+    | CommitMessage
+    | EvidenceMessage
+    | ConsensusStatus
 )
 AnyMessage = SessionMessage | Message
 
