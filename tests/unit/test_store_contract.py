@@ -220,6 +220,17 @@ def test_tip_and_meta(store: ChainStore) -> None:
     assert store.get_meta("missing") is None
 
 
+def test_consensus_log_appends_in_order_and_drops_finished_heights(store: ChainStore) -> None:
+    assert store.wal_records() == []
+    store.write(WriteBatch(wal_append=[(5, b"a"), (5, b"b")]))
+    store.write(WriteBatch(wal_append=[(6, b"c")], wal_keep_from=6))  # drop first, then add
+    assert store.wal_records() == [(6, b"c")]
+    store.write(WriteBatch(wal_append=[(6, b"d"), (7, b"e")]))
+    assert store.wal_records() == [(6, b"c"), (6, b"d"), (7, b"e")]
+    store.write(WriteBatch(wal_keep_from=7))
+    assert store.wal_records() == [(7, b"e")]
+
+
 def test_tx_index_add_find_and_remove(store: ChainStore) -> None:
     a, b, c = addr(1), addr(2), addr(3)
     t1, t2, t3 = loc(1, 1, 0), loc(2, 2, 0), loc(3, 2, 1)
@@ -327,6 +338,13 @@ def test_sqlite_data_survives_reopen(db_path: Path) -> None:
     with SqliteChainStore(db_path, synchronous="NORMAL") as reopened:
         assert _snapshot(reopened) == _snapshot(reference)
         assert next(reopened.block_entries()).chain_weight == HUGE_WEIGHT
+
+
+def test_sqlite_consensus_log_survives_reopen(db_path: Path) -> None:
+    with SqliteChainStore(db_path) as store:
+        store.write(WriteBatch(wal_append=[(3, b"vote"), (3, b"proposal")]))
+    with SqliteChainStore(db_path) as reopened:
+        assert reopened.wal_records() == [(3, b"vote"), (3, b"proposal")]
 
 
 def _failing_batches() -> list[WriteBatch]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from meshchain.core.chain.block import Block, block_hash
 from meshchain.core.consensus.bft import BftEngine
+from meshchain.core.consensus.bftevidence import EvidencePool, duplicate
 from meshchain.core.consensus.bftwal import (
     ConsensusLog,
     WalProposal,
@@ -91,17 +92,10 @@ MAX_PROPOSALS_PER_ROUND = 2
 # equivocation, more only cost memory; beyond this, only votes for nil or for a proposed
 # block are kept (one of those may complete a quorum a proposal refers to).
 MAX_VALUES_PER_SLOT = 2
-MAX_PENDING_EVIDENCE = 256
 # Ours: a peer we sent a commit for a height gets it again only after this long.
 HELP_RESEND_SECONDS = 2.0
 
 VoteKey = tuple[int, int, int, bytes]  # kind, round, validator index, value
-EvidenceKey = tuple[int, int, int, int]  # validator index, height, round, kind
-
-
-def _evidence_key(evidence: DuplicateVote) -> EvidenceKey:
-    vote = evidence.first
-    return vote.validator, vote.height, vote.round, vote.kind
 
 
 class BftConsensus:
@@ -128,8 +122,7 @@ class BftConsensus:
         )
         self.log = ConsensusLog(node.chain.store)
         self.tip_commit = self._stored_commit()
-        self.pending_evidence: dict[EvidenceKey, DuplicateVote] = {}
-        self.committed_evidence: set[EvidenceKey] = set()
+        self.evidence = EvidencePool()
         self._helped: dict[PeerId, tuple[int, float]] = {}
         self._timeouts: dict[TimeoutKind, tuple[int, int]] = {}  # kind -> height, round
         self._now = 0.0
@@ -205,12 +198,24 @@ class BftConsensus:
         self._now = now
         self.log.start_height(height)
         future = self._future
+        self.evidence.remember(self.machine.height, self._votes.values())
         self._reset_height()
         actions = self._apply(self.machine.start(height), now)
         actions += self._to_all(self._status(), None)
         for peer, message in future:
             actions += self.node.handle_message(peer, message, now)
         return actions
+
+    def _late_vote(self, peer: PeerId, vote: SignedVote, now: float) -> list[Action]:
+        """A vote of a finished height: evidence if it contradicts one we kept."""
+        first = self.evidence.late_conflict(vote)
+        if first is None:
+            return []
+        try:
+            self.engine.check_vote(vote)
+        except ValidationError as error:
+            return self._punish(peer, now, f"a bad vote: {error.detail}")
+        return self._new_evidence(duplicate(first, vote), None)
 
     def _status(self) -> ConsensusStatus:
         return ConsensusStatus(self.machine.height, max(self.machine.round, 0))
@@ -223,11 +228,7 @@ class BftConsensus:
             return block_hash(own.block)  # after a restart: the block we proposed before
         node = self.node
         tip_commit = self.tip_commit if self.chain.height > 0 else None
-        evidence = [
-            e
-            for k, e in self.pending_evidence.items()
-            if k not in self.committed_evidence and e.first.height < height
-        ][:MAX_EVIDENCE_PER_BLOCK]
+        evidence = self.evidence.for_block(height, MAX_EVIDENCE_PER_BLOCK)
         seal = SEAL_CODEC.encode(BftSeal(tip_commit, evidence))
         candidates = node.block_candidates()
         block, _ = self.chain.build_block(
@@ -349,16 +350,11 @@ class BftConsensus:
         first = self._votes.get((vote.kind, vote.round, vote.validator, first_value))
         if first is None:
             return []
-        a, b = sorted((first, vote), key=lambda signed: signed.value)
-        return self._new_evidence(DuplicateVote(a, b), None)
+        return self._new_evidence(duplicate(first, vote), None)
 
     def _new_evidence(self, evidence: DuplicateVote, source: PeerId | None) -> list[Action]:
-        key = _evidence_key(evidence)
-        if key in self.pending_evidence or key in self.committed_evidence:
+        if not self.evidence.add(evidence):
             return []
-        if len(self.pending_evidence) >= MAX_PENDING_EVIDENCE:
-            return []
-        self.pending_evidence[key] = evidence
         vote = evidence.first
         validator = self.engine.validator_key(vote.validator) or b""
         notice = EquivocationDetected(validator, vote.height, vote.round, vote.kind)
@@ -458,7 +454,8 @@ class BftConsensus:
             if height == self.machine.height + 1 and len(self._future) < MAX_FUTURE_MESSAGES:
                 self._future.append((peer, message))
             return []
-        return self._help(peer, height, now)
+        late = self._late_vote(peer, message.vote, now) if isinstance(message, VoteMessage) else []
+        return late + self._help(peer, height, now)
 
     def on_status(self, peer: PeerId, message: ConsensusStatus, now: float) -> list[Action]:
         if message.height < self.machine.height:
@@ -501,8 +498,7 @@ class BftConsensus:
 
     def on_evidence(self, peer: PeerId, message: EvidenceMessage, now: float) -> list[Action]:
         evidence = message.evidence
-        key = _evidence_key(evidence)
-        if key in self.pending_evidence or key in self.committed_evidence:
+        if self.evidence.known(evidence):
             return []
         if evidence.first.height > self.machine.height:
             return []  # we are behind: it can be judged (and included) once we get there
@@ -529,10 +525,7 @@ class BftConsensus:
 
     def block_connected(self, block: Block) -> None:
         """Evidence a block records is done: never proposed again."""
-        for evidence in self.engine.seal_of(block.header).evidence:
-            key = _evidence_key(evidence)
-            self.committed_evidence.add(key)
-            self.pending_evidence.pop(key, None)
+        self.evidence.recorded(self.engine.seal_of(block.header).evidence)
 
     def greet(self, peer: PeerId) -> list[Action]:
         return [Send(peer, self._status())]
