@@ -54,6 +54,7 @@ def test_validators_commit_blocks_each_certified_by_the_next() -> None:
         assert commit is not None
         assert commit.block_hash == chain.hash_at(height - 1)
         bft.check_commit(commit, height - 1, commit.block_hash)  # > 2/3, good signatures
+    assert chain.finalized_height == chain.height  # a commit is final at once
     stored = net.stores[4].get_meta(COMMIT_META_KEY)
     assert stored is not None
     tip_commit = COMMIT_CODEC.decode(stored)

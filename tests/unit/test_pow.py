@@ -81,6 +81,7 @@ def test_a_mined_block_is_accepted_and_a_tampered_one_refused() -> None:
     assert int.from_bytes(block_hash(block), "big") < target
     assert block.header.consensus[:32] == state.engine.template_consensus(state.tip_header)[:32]
     assert state.add_block(block, (T0 + SPACING) / 1000).result is AddBlockResult.CONNECTED
+    assert state.finalized_height is None  # work can always be outrun: no finality
     engine = state.engine
     assert isinstance(engine, ProofOfWork)
     parent = state.header(block.header.parent)

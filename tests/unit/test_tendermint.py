@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from meshchain.core.consensus.tendermint import (
+    PROPOSER_TURNS_KEPT,
     Broadcast,
     Decide,
     Effect,
@@ -227,3 +228,17 @@ def test_one_liar_in_four_never_breaks_agreement_over_1000_schedules() -> None:
 def test_two_liars_in_seven_never_break_agreement_over_300_schedules() -> None:
     for seed in range(300):
         byzantine_run(seed, validators_count=7, liars_count=2)
+
+
+def test_proposer_turns_forgotten_from_memory_are_recomputed_the_same() -> None:
+    powers = [5, 3, 1, 1]
+    long_lived = validators(powers)
+    late = PROPOSER_TURNS_KEPT * 3 + 7
+    expected_late = validators(powers).proposer(late, 0)
+    assert long_lived.proposer(late - 2, 2) == expected_late  # turn = height + round
+    for turn in (0, 1, PROPOSER_TURNS_KEPT - 1, late - 1):
+        assert long_lived.proposer(turn, 0) == validators(powers).proposer(turn, 0)
+    counts = [0, 0, 0, 0]
+    for turn in range(1000):
+        counts[KEYS.index(long_lived.proposer(turn, 0))] += 1
+    assert counts == [500, 300, 100, 100]  # in proportion to power

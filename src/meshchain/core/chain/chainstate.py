@@ -203,6 +203,13 @@ class ChainState:
         return self._headers[self._main[-1]]
 
     @property
+    def finalized_height(self) -> int | None:
+        """The highest block that can never be reverted, by the engine's rule; None
+        when the engine has no finality (the API's "last finality")."""
+        depth = self.engine.finality_depth
+        return None if depth is None else max(0, self.height - depth)
+
+    @property
     def tip_entry(self) -> BlockIndexEntry:
         return self._entries[self._main[-1]]
 

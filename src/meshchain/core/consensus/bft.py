@@ -41,6 +41,7 @@ def _bad(detail: str) -> ValidationError:
 class BftEngine:
     name = "bft"
     max_future_drift_ms = BFT_MAX_FUTURE_DRIFT_MS
+    finality_depth: int | None = 0  # only committed blocks are connected
     certified_by_child = True
 
     def __init__(self, genesis: Genesis, verifier: SignatureVerifier | None = None) -> None:

@@ -17,6 +17,9 @@ class ConsensusEngine(Protocol):
     name: str
     # How far ahead of our clock a block's timestamp may be before we refuse it for now.
     max_future_drift_ms: int
+    # Finality: a block this many blocks below the tip can never be reverted (0: once
+    # connected, as BFT commits); None: never absolutely (proof of work, authority).
+    finality_depth: int | None
 
     def check_header(self, header: BlockHeader, parent: BlockHeader) -> None:
         """Raise ValidationError(BAD_CONSENSUS or BAD_TIMESTAMP) if the engine rejects it."""

@@ -100,6 +100,7 @@ def with_seal(header: BlockHeader, target: int, nonce: int) -> BlockHeader:
 class ProofOfWork:
     name = "pow"
     max_future_drift_ms = POW_MAX_FUTURE_DRIFT_MS
+    finality_depth: int | None = None  # the most work wins: any block can be outrun
 
     def __init__(self, genesis: Genesis) -> None:
         difficulty = genesis.consensus.pow_initial_difficulty

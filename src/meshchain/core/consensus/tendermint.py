@@ -18,6 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 NIL: bytes | None = None
+# Ours: proposer turns remembered (a turn is height + round); older ones are recomputed
+# from the start when asked, which only an old height's evidence or a replay does.
+PROPOSER_TURNS_KEPT = 4_096
 
 
 class Step(enum.IntEnum):
@@ -124,18 +127,24 @@ class ValidatorSet:
         if len(self.power) != len(powers):
             raise ValueError("a validator appears twice")
         self.total = sum(self.power.values())
+        self._first_turn = 0  # the turn of self._turns[0]: older turns are forgotten
         self._turns: list[bytes] = []
         self._priority = dict.fromkeys(self.keys, 0)
 
     def proposer(self, height: int, round_: int) -> bytes:
         turn = height + round_
-        while len(self._turns) <= turn:
+        if turn < self._first_turn:
+            return ValidatorSet(list(self.power.items())).proposer(turn, 0)  # rare: replay
+        while self._first_turn + len(self._turns) <= turn:
             for key in self.keys:
                 self._priority[key] += self.power[key]
             chosen = max(self.keys, key=lambda k: (self._priority[k], k))
             self._priority[chosen] -= self.total
             self._turns.append(chosen)
-        return self._turns[turn]
+        if len(self._turns) > 2 * PROPOSER_TURNS_KEPT:
+            del self._turns[:PROPOSER_TURNS_KEPT]
+            self._first_turn += PROPOSER_TURNS_KEPT
+        return self._turns[turn - self._first_turn]
 
     def over_two_thirds(self, power: int) -> bool:
         return 3 * power > 2 * self.total
@@ -221,6 +230,8 @@ class Tendermint:
 
     def start(self, height: int) -> list[Effect]:
         self._reset_height(height)
+        for old in [h for h in self.decisions if h < height - 1]:
+            del self.decisions[old]  # one per height: kept, they would grow forever
         return self._start_round(0)
 
     def on_proposal(self, proposal: Proposal) -> list[Effect]:
