@@ -7,6 +7,7 @@ import math
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,19 +31,23 @@ from meshchain.core.peers.limits import (
     message_class,
     message_cost,
 )
-from meshchain.core.wire.codec import MAX_MESSAGE_SIZE
+from meshchain.core.wire.codec import MAX_MESSAGE_SIZE, encode
 from meshchain.core.wire.messages import (
     Addr,
     AddrEntry,
     AnyMessage,
     BlockMessage,
+    BlocksNotFound,
     BlockTxn,
     CompactBlock,
     GetAddr,
     GetBlock,
+    GetBlocks,
     GetBlockTxn,
     GetData,
+    GetHeaders,
     Goodbye,
+    Headers,
     Hello,
     Inventory,
     InvKind,
@@ -51,6 +56,7 @@ from meshchain.core.wire.messages import (
     Pong,
     SendCompact,
     StemTransaction,
+    SyncBlock,
     TransactionMessage,
     Transactions,
 )
@@ -216,6 +222,11 @@ def real_messages() -> list[tuple[AnyMessage, MessageClass]]:
         (StemTransaction(tx), MessageClass.STEM),
         (CompactBlock(block.header, 1, [bytes(6)], []), MessageClass.BLOCK),
         (SendCompact(True), MessageClass.OTHER),
+        (GetHeaders([bytes(32)], bytes(32)), MessageClass.GET_HEADERS),
+        (Headers([block.header]), MessageClass.HEADERS),
+        (GetBlocks([bytes(32)]), MessageClass.GET_BLOCKS),
+        (SyncBlock(msgspec.Raw(encode(block))), MessageClass.SYNC_BLOCK),
+        (BlocksNotFound([bytes(32)]), MessageClass.SYNC_BLOCK),
     ]
 
 

@@ -17,14 +17,19 @@ from meshchain.core.events import (
 from meshchain.core.wire.messages import (
     AnyMessage,
     BlockMessage,
+    BlocksNotFound,
     BlockTxn,
     CompactBlock,
     GetBlock,
+    GetBlocks,
     GetBlockTxn,
     GetData,
+    GetHeaders,
+    Headers,
     Inventory,
     NotFound,
     StemTransaction,
+    SyncBlock,
     TransactionMessage,
     Transactions,
 )
@@ -44,6 +49,11 @@ MESSAGE_KINDS: dict[type, str] = {
     BlockTxn: "compact_block",
     GetBlock: "block_request",
     GetBlockTxn: "block_request",
+    GetHeaders: "sync_request",
+    GetBlocks: "sync_request",
+    BlocksNotFound: "sync_request",
+    Headers: "headers",
+    SyncBlock: "sync_block",
 }
 
 

@@ -237,6 +237,9 @@ class World:
             return
         first.connected.add(b)
         second.connected.add(a)
+        # What each side's hello would say of its chain.
+        first_height = first.node.chain.height if first.node is not None else 0
+        second_height = second.node.chain.height if second.node is not None else 0
         self._ephemeral = (
             self._ephemeral + 1 if self._ephemeral < EPHEMERAL_PORTS[1] else EPHEMERAL_PORTS[0]
         )
@@ -250,6 +253,7 @@ class World:
                 second.address,
                 second.address,
                 request.kind,
+                second_height,
             ),
         )
         if a in second.connected:  # still: a feeler or a refusal may have ended it
@@ -262,6 +266,7 @@ class World:
                     seen_from,
                     first.address,
                     ConnectionKind.INBOUND,
+                    first_height,
                 ),
             )
 

@@ -17,6 +17,10 @@ class ConsensusEngine(Protocol):
     name: str
     # How far ahead of our clock a block's timestamp may be before we refuse it for now.
     max_future_drift_ms: int
+    # True when a block is proven by its child's header (a BFT header carries the commit
+    # certificate of its parent): sync then fetches only blocks whose child header it has
+    # validated, and leaves the newest block to consensus catch-up.
+    certified_by_child: bool
 
     def check_header(self, header: BlockHeader, parent: BlockHeader) -> None:
         """Raise ValidationError(BAD_CONSENSUS or BAD_TIMESTAMP) if the engine rejects it."""

@@ -31,6 +31,7 @@ def poa_seal_hash(header: BlockHeader) -> bytes:
 class ProofOfAuthority:
     name = "poa"
     max_future_drift_ms = POA_MAX_FUTURE_DRIFT_MS
+    certified_by_child = False  # the seal in a header proves the block itself
 
     def __init__(self, genesis: Genesis, verifier: SignatureVerifier | None = None) -> None:
         self.authorities = [validator.public_key for validator in genesis.validators]

@@ -100,6 +100,7 @@ def with_seal(header: BlockHeader, target: int, nonce: int) -> BlockHeader:
 class ProofOfWork:
     name = "pow"
     max_future_drift_ms = POW_MAX_FUTURE_DRIFT_MS
+    certified_by_child = False  # the seal in a header proves the block itself
 
     def __init__(self, genesis: Genesis) -> None:
         difficulty = genesis.consensus.pow_initial_difficulty
