@@ -8,6 +8,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 
+import msgspec
 from relaykit import KIT
 
 from meshchain.core.chain.block import Block, BlockHeader, block_hash, header_hash
@@ -194,6 +195,23 @@ class WeightEngine:
 
     def seal(self, header: BlockHeader, key: SecretKey) -> BlockHeader:
         return header
+
+
+def weighted_headers(start: BlockHeader, count: int, weight: int, gap_ms: int) -> list[BlockHeader]:
+    """Headers (no blocks) for `WeightEngine` on top of `start`: each of `weight`,
+    `gap_ms` after its parent."""
+    headers = []
+    parent = start
+    for _ in range(count):
+        parent = msgspec.structs.replace(
+            parent,
+            height=parent.height + 1,
+            parent=header_hash(parent),
+            timestamp_ms=parent.timestamp_ms + gap_ms,
+            consensus=weight.to_bytes(8, "big"),
+        )
+        headers.append(parent)
+    return headers
 
 
 def engine_chain(engine: WeightEngine, length: int) -> tuple[ChainState, list[Block]]:

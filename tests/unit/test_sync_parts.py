@@ -7,7 +7,7 @@ import itertools
 
 import msgspec
 from relaykit import KIT
-from synckit import WeightEngine, engine_chain, kit_chain, now_after
+from synckit import WeightEngine, engine_chain, kit_chain, now_after, weighted_headers
 
 from meshchain.core.chain.block import Block, block_hash, header_hash
 from meshchain.core.chain.chainstate import ChainState
@@ -116,17 +116,8 @@ def test_a_heavier_branch_becomes_the_path() -> None:
     now = main[-1].header.timestamp_ms / 1000 + 1
     tree.add([b.header for b in main], now, "p")
     rebuilds = tree.rebuilds
-    fork = []
-    parent = main[1].header
-    for _ in range(2):  # two blocks of weight 10 on top of height 2 outweigh 4 of 1
-        parent = msgspec.structs.replace(
-            parent,
-            height=parent.height + 1,
-            parent=header_hash(parent),
-            timestamp_ms=parent.timestamp_ms + 500,
-            consensus=(10).to_bytes(8, "big"),
-        )
-        fork.append(parent)
+    # Two blocks of weight 10 on top of height 2 outweigh the main branch's 4 of 1.
+    fork = weighted_headers(main[1].header, 2, weight=10, gap_ms=500)
     assert tree.add(fork, now, "q").added == 2
     assert tree.best is not None
     assert tree.best.hash == header_hash(fork[-1])

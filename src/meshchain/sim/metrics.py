@@ -11,6 +11,7 @@ from meshchain.core.events import (
     BlockAccepted,
     BlockRejected,
     ChainReorganized,
+    SyncFinished,
     TransactionAccepted,
     TransactionRejected,
 )
@@ -95,6 +96,7 @@ class Metrics:
         self.blocks_produced = 0
         self.rejected_blocks = 0
         self.rejected_transactions = 0
+        self.sync_finished: dict[int, float] = {}  # node -> when its last sync finished
 
     def submitted(self, txid: bytes, now: float, node: int) -> None:
         self.tx_origin.setdefault(txid, now)
@@ -135,6 +137,8 @@ class Metrics:
             self.rejected_blocks += 1
         elif isinstance(action, TransactionRejected):
             self.rejected_transactions += 1
+        elif isinstance(action, SyncFinished):
+            self.sync_finished[node] = now
 
     def bytes_per_node(self, table: list[defaultdict[str, int]]) -> dict[str, Any]:
         kinds = sorted({kind for row in table for kind in row})

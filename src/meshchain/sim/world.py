@@ -47,6 +47,7 @@ from meshchain.sim.metrics import Metrics
 from meshchain.sim.network import LatencyModel, Partition, SimNetwork
 from meshchain.sim.peering import HonestGraphConnected, OutboundTargets, peer_report
 from meshchain.sim.propagation import lower_bounds, relay_cost
+from meshchain.sim.syncrun import joiner, label, preload, sync_report, sync_topology
 
 Invariant = Callable[["World", bool], list[str]]
 WALLET_FUNDS = 10_000 * COIN  # a thousand wallets stay within MAX_MONEY
@@ -111,18 +112,20 @@ class World:
         self.network.deliver = self._deliver
         self.network.sever = self._sever
         self._ephemeral = EPHEMERAL_PORTS[0]
-        verifier = CachingVerifier()
+        verifier = self.verifier = CachingVerifier()
         self.peer_names = [str(index) for index in range(total)]
         self.block_pool: dict[bytes, bytes] = {}  # one copy of each block's bytes
         self.addresses = [host_address(index, config) for index in range(total)]
         self.by_address = {address: index for index, address in enumerate(self.addresses)}
         # A caller may bring its own static graph (each node's chosen neighbours), as an
         # experiment that reruns one graph with many seeds does (`privacy.py`).
-        self.topology = (
-            self._static_topology(self.sim.rng("topology"))
-            if topology is None
-            else [list(chosen) for chosen in topology]
-        )
+        if topology is None:
+            topology = (
+                sync_topology(config)
+                if config.sync is not None
+                else self._static_topology(self.sim.rng("topology"))
+            )
+        self.topology = [list(chosen) for chosen in topology]
         if len(self.topology) != config.total_nodes:
             raise ValueError(f"the topology names {len(self.topology)} nodes, not {total}")
         persistent = self.topology
@@ -132,7 +135,10 @@ class World:
                 self,
                 NodeConfig(
                     self.genesis,
-                    self.authority_keys[index] if index < config.authorities else None,
+                    # A sync experiment's chain is preloaded: nobody makes blocks.
+                    self.authority_keys[index]
+                    if index < config.authorities and config.sync is None
+                    else None,
                     peers=self._peer_config(index, persistent[index]),
                     relay=config.relay,
                 ),
@@ -148,8 +154,9 @@ class World:
             NoConflictingFinality(),
             supply_conserved,
             converged,
-            ChainAdvances(),
         ]
+        if config.sync is None:  # a sync experiment makes no blocks on purpose
+            self.invariants.append(ChainAdvances())
         self.outbound_targets: OutboundTargets | None = None
         if config.discovery:
             self.outbound_targets = OutboundTargets(config.target_grace)
@@ -383,7 +390,14 @@ class World:
             self.sim.after(INVARIANT_CHECK_INTERVAL, self._check)
 
     def start(self) -> None:
-        for host in self.hosts[: self.config.nodes]:  # the spares join later
+        starting = self.hosts[: self.config.nodes]  # the spares join later
+        sync = self.config.sync
+        if sync is not None:  # the holders start with the chain; the joiner comes later
+            preload(self)
+            late = self.hosts[joiner(self.config)]
+            starting = [host for host in starting if host is not late]
+            self.sim.at(sync.join_at, late.start)
+        for host in starting:
             host.start()
         self._schedule_next_transaction()
         self._schedule_faults()
@@ -438,6 +452,11 @@ class World:
                 "propagation_lower_bound_seconds": lower_bounds(self),
                 "relay_cost": relay_cost(self),
                 "finality_latency_seconds": None,  # PoA has no finality votes yet
+                **(
+                    {"sync": {label(config.sync.sources[0]): sync_report(self)}}
+                    if config.sync is not None
+                    else {}
+                ),
                 "simulator": {
                     "events": self.sim.events_processed,
                     "virtual_seconds": config.duration,

@@ -33,6 +33,10 @@ from meshchain.core.wire.messages import MAX_BLOCKS_PER_REQUEST
 BLOCK_DOWNLOAD_WINDOW = 1_024
 # Bitcoin's MAX_BLOCKS_IN_TRANSIT_PER_PEER.
 MAX_BLOCKS_IN_TRANSIT_PER_PEER = MAX_BLOCKS_PER_REQUEST
+# Ours: a peer still busy with blocks is asked for more once a quarter of its slots are
+# free, not at every block: a GetBlocks per 4 blocks instead of per block, with 12 to 16
+# always in flight.
+MIN_REQUEST_BATCH = MAX_BLOCKS_IN_TRANSIT_PER_PEER // 4
 # Bitcoin's BLOCK_STALLING_TIMEOUT_DEFAULT and BLOCK_STALLING_TIMEOUT_MAX (seconds).
 BLOCK_STALLING_TIMEOUT_DEFAULT = 2.0
 BLOCK_STALLING_TIMEOUT_MAX = 64.0
@@ -119,6 +123,12 @@ class BlockDownload:
 
     def free_slots(self, peer: PeerId) -> int:
         return MAX_BLOCKS_IN_TRANSIT_PER_PEER - self.count(peer)
+
+    def wants_more(self, peer: PeerId) -> bool:
+        """Whether to ask the peer for blocks now: it has nothing in flight, or at least
+        MIN_REQUEST_BATCH free slots."""
+        busy = self.count(peer)
+        return busy == 0 or MAX_BLOCKS_IN_TRANSIT_PER_PEER - busy >= MIN_REQUEST_BATCH
 
     def note_stall(self, block_hash: bytes, waiting: PeerId, now: float) -> None:
         """`waiting` could fetch more if the window moved: whoever holds its first block

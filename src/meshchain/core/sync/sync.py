@@ -196,9 +196,9 @@ class Sync:
         if result.error is not None:
             return self._header_error(peer, state, result.error, now) + self._after(now)
         actions: list[Action] = []
-        best = tree.known(state.best) if state.best is not None else None
-        if best is not None and best[1] <= self.chain.tip_entry.chain_weight:
-            state.low_work += result.added
+        reached = tree.known(result.last) if result.last is not None else None
+        if reached is not None and reached[1] <= self.chain.tip_entry.chain_weight:
+            state.low_work += result.added  # headers that lead to no more work than ours
             if state.low_work > MAX_LOW_WORK_HEADERS:
                 tree.prune(lambda entry: entry.source != peer)
                 detail = f"{state.low_work} headers without passing our chain's work"
@@ -333,7 +333,7 @@ class Sync:
         download = self.download
         for peer, state in self.peers.items():
             end = min(window_end, state.serves_to)
-            if state.dropped or end < low or download.free_slots(peer) <= 0:
+            if state.dropped or end < low or not download.wants_more(peer):
                 continue
             wanted = download.assign(peer, now, low, end, tree.path.get, self._have)
             if wanted:
