@@ -391,3 +391,38 @@ def test_getheaders_and_getblocks_are_served_from_the_chain() -> None:
     assert isinstance(missing, BlocksNotFound)
     assert BLOCK_CODEC.decode(bytes(first.block)) == blocks[3]
     assert missing.hashes == [block_hash(blocks[27])]
+
+
+def test_a_peer_that_repeats_a_full_batch_is_not_asked_again() -> None:
+    engine = WeightEngine()
+    client = node(engine=engine)
+    genesis = client.chain.tip_header
+    headers = weighted_headers(genesis, MAX_HEADERS_RESULTS, weight=1, gap_ms=1)
+    now = headers[-1].timestamp_ms / 1000
+    connect(client, "p", 10**6, now)
+    first = receive(client, "p", Headers(headers), now)
+    asks = [s for s in sync_sends(first) if isinstance(s.message, GetHeaders)]
+    assert [s.peer for s in asks] == ["p"]  # a full batch: the next one is asked for
+    again = receive(client, "p", Headers(headers), now)
+    assert [s for s in sync_sends(again) if isinstance(s.message, GetHeaders)] == []
+    assert len(client.sync.tree) == MAX_HEADERS_RESULTS
+
+
+def test_peers_are_probed_again_as_the_header_walk_goes_on() -> None:
+    engine = WeightEngine()
+    _, blocks = engine_chain(engine, MAX_HEADERS_RESULTS + 100)
+    now = blocks[-1].header.timestamp_ms / 1000 + 1
+    servers = {"a": server(blocks, engine=engine), "b": server(blocks, engine=engine)}
+    client = node(engine=engine)
+    actions = connect(client, "a", len(blocks), now) + connect(client, "b", len(blocks), now)
+    produced = pump(client, servers, actions, now)
+    assert client.chain.tip_hash == block_hash(blocks[-1])
+    probes = [
+        s.message.stop
+        for s in sync_sends(produced)
+        if s.peer == "b" and isinstance(s.message, GetHeaders)
+    ]
+    # Probed at the end of each of a's two batches, so b serves the second one too.
+    assert probes == [block_hash(blocks[MAX_HEADERS_RESULTS - 1]), block_hash(blocks[-1])]
+    late = {h for p, h in requested(produced) if p == "b"}
+    assert late & set(hashes(blocks[MAX_HEADERS_RESULTS:]))

@@ -75,6 +75,7 @@ class SyncPeer:
     best_height: int = -1
     serves_to: int = -1  # the highest height of our download path it has
     asked_at: float | None = None  # when our outstanding GetHeaders went out
+    asked_from: bytes = b""  # the header its locator started from
     probe: bool = False  # the outstanding GetHeaders is a one-header probe
     probed_at: int = -1  # our best header height when we last probed it
     low_work: int = 0  # new headers sent while its chain is lighter than our tip
@@ -176,8 +177,8 @@ class Sync:
         state.asked_at = None
         headers = message.headers
         if not headers:  # nothing past our locator: its chain is within ours
-            known = max(state.best_height, self.chain.height)
-            state.claimed_height = min(state.claimed_height, known)
+            if not state.probe:
+                self._has_no_more(state)
             return self._after(now)
         tree = self.tree
         result = tree.add(headers, now, peer)
@@ -211,11 +212,17 @@ class Sync:
             tree.prune(lambda entry: downloading and self._on_path(entry.hash))
             more = True
         last = result.last
-        if more and last is not None:
-            on_path = self._on_path(last)
-            if not (on_path and self._far_ahead()):
+        if more and last is not None and last != state.asked_from:
+            if not (self._on_path(last) and self._far_ahead()):  # else: resumed later
                 actions.append(self._ask(peer, last, ZERO_HASH, now, probe=False))
+        elif not state.probe:  # it has shown all it has (or, repeating itself, all it will)
+            self._has_no_more(state)
         return actions + self._after(now)
+
+    def _has_no_more(self, state: SyncPeer) -> None:
+        """A walk through its headers ended: do not ask it again for what its hello said
+        (a probe ends early on purpose and says nothing of the kind)."""
+        state.claimed_height = min(state.claimed_height, max(state.best_height, self.chain.height))
 
     def _header_error(
         self, peer: PeerId, state: SyncPeer, error: ValidationError, now: float
@@ -254,7 +261,7 @@ class Sync:
 
     def _ask(self, peer: PeerId, tip: bytes, stop: bytes, now: float, probe: bool) -> Send:
         state = self.peers[peer]
-        state.asked_at, state.probe = now, probe
+        state.asked_at, state.asked_from, state.probe = now, tip, probe
         return Send(peer, GetHeaders(self.tree.locator(tip), stop))
 
     def _best_hash(self) -> bytes:
