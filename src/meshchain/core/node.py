@@ -359,7 +359,7 @@ class Node:
         """Validate, store and maybe connect a block. Sync passes `relay=False`: blocks it
         catches up with are not announced one by one (`sync_caught_up` announces the tip)."""
         old_tip = self.chain.tip_hash
-        update = self.chain.add_block(block, now, raw)
+        update = self.chain.add_block(block, now, raw=raw)
         self.gossip.block_relay.arrived(update.block_hash)  # held, connected or refused
         actions: list[Action] = []
         if update.error is not None:
