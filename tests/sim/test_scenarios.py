@@ -274,6 +274,21 @@ BAD = [
         ["<= 1", "$.adversaries[0].drop_probability"],
     ),
     (
+        "more sync sources than holders",
+        _set("sync", {"blocks": 10, "sources": [1, 10]}),
+        ["10 sources but only 9 nodes hold the chain", "$.sync.sources[1]"],
+    ),
+    (
+        "sync chain in the future",
+        _set("sync", {"blocks": 1_000, "join_at": 1.0}),
+        ["too far past join_at", "$.sync.blocks"],
+    ),
+    (
+        "sync on proof of work",
+        lambda d: (_set("sync", {"blocks": 10})(d), _set("workload.engine", "pow")(d)),
+        ["preload a poa chain", "$.sync"],
+    ),
+    (
         "node in two adversaries",
         _set("adversaries", [{"kind": "spy", "nodes": [1]}, {"kind": "silent", "nodes": [1]}]),
         ["already an adversary in adversaries[0]", "$.adversaries[1].nodes"],
@@ -311,7 +326,7 @@ def test_load_scenario_reports_toml_syntax_and_missing_files(tmp_path: Path) -> 
         load_scenario(tmp_path / "absent.toml")
 
 
-@pytest.mark.parametrize("name", ["smoke", "scale", "propagation", "pow-partition"])
+@pytest.mark.parametrize("name", ["smoke", "scale", "propagation", "pow-partition", "sync"])
 def test_shipped_scenarios_load_and_explain_themselves(name: str) -> None:
     path = SCENARIOS / f"{name}.toml"
     lines = path.read_text().splitlines()

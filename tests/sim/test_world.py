@@ -106,15 +106,16 @@ def test_a_restarted_node_resumes_from_its_store_and_follows_new_blocks() -> Non
 
 
 def test_a_node_that_slept_through_blocks_catches_up_from_its_peers() -> None:
-    # Down from 11 s to 27 s: it misses blocks 3, 4 and 5. On reconnecting, peers show
-    # it their tip (an orphan to it) and it asks for parents until they connect.
+    # Down from 11 s to 27 s: it misses blocks 3, 4 and 5. On reconnecting, its peers'
+    # hellos show it is behind: it syncs headers first, then the missing blocks.
     world = World(small(crashes=(CrashSpec(10, at=11.0, restart_at=27.0),)), 1)
     after = probe(world, 27.001, lambda: height(world, 10))
     caught_up = probe(world, 29.0, lambda: height(world, 10))
     world.run()
     assert after == [2]
     assert caught_up == [5]
-    assert world.metrics.messages["block_request"] >= 2
+    assert world.metrics.messages["sync_request"] >= 2  # GetHeaders, then GetBlocks
+    assert world.metrics.messages["sync_block"] >= 2
     assert len(tips(world, range(16))) == 1
     assert world.violations == []
 

@@ -19,7 +19,13 @@ from meshchain.core.events import (
     Send,
 )
 from meshchain.core.store import WriteBatch
-from meshchain.core.wire.messages import BlockMessage, CommitMessage, VoteMessage
+from meshchain.core.wire.messages import (
+    BlockMessage,
+    CommitMessage,
+    GetBlocks,
+    GetHeaders,
+    VoteMessage,
+)
 
 
 def engine(net: BftNet) -> BftEngine:
@@ -183,3 +189,21 @@ def test_a_node_cut_off_for_several_heights_catches_up_by_commits() -> None:
         net.connect(4, other)
     net.run_until_height(net.node(0).chain.height, [4])
     assert net.node(4).chain.tip_hash == net.node(0).chain.hash_at(net.node(4).chain.height)
+
+
+def test_a_node_far_behind_syncs_certified_blocks_headers_first_then_follows() -> None:
+    net = BftNet(validators=4, observers=1)
+    net.run_until_height(2, list(range(5)))
+    for other in range(4):
+        net.disconnect(4, other)
+    net.run_until_height(40, [0, 1, 2, 3])
+    start = len(net.actions[4])
+    for other in range(4):
+        net.connect(4, other)
+    net.run_until_height(net.node(0).chain.height + 2, [4])
+    sent = [a.message for a in net.actions[4][start:] if isinstance(a, Send)]
+    assert any(isinstance(m, GetHeaders) for m in sent)
+    fetched = sum(len(m.hashes) for m in sent if isinstance(m, GetBlocks))
+    assert fetched >= 30  # the gap came by sync, not one commit at a time
+    chain = net.node(4).chain
+    assert chain.tip_hash == net.node(0).chain.hash_at(chain.height)

@@ -7,6 +7,7 @@ import math
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,12 +32,13 @@ from meshchain.core.peers.limits import (
     message_class,
     message_cost,
 )
-from meshchain.core.wire.codec import MAX_MESSAGE_SIZE
+from meshchain.core.wire.codec import MAX_MESSAGE_SIZE, encode
 from meshchain.core.wire.messages import (
     Addr,
     AddrEntry,
     AnyMessage,
     BlockMessage,
+    BlocksNotFound,
     BlockTxn,
     CommitMessage,
     CompactBlock,
@@ -44,9 +46,12 @@ from meshchain.core.wire.messages import (
     EvidenceMessage,
     GetAddr,
     GetBlock,
+    GetBlocks,
     GetBlockTxn,
     GetData,
+    GetHeaders,
     Goodbye,
+    Headers,
     Hello,
     Inventory,
     InvKind,
@@ -56,6 +61,7 @@ from meshchain.core.wire.messages import (
     ProposalMessage,
     SendCompact,
     StemTransaction,
+    SyncBlock,
     TransactionMessage,
     Transactions,
     VoteMessage,
@@ -223,6 +229,11 @@ def real_messages() -> list[tuple[AnyMessage, MessageClass]]:
         (StemTransaction(tx), MessageClass.STEM),
         (CompactBlock(block.header, 1, [bytes(6)], []), MessageClass.BLOCK),
         (SendCompact(True), MessageClass.OTHER),
+        (GetHeaders([bytes(32)], bytes(32)), MessageClass.GET_HEADERS),
+        (Headers([block.header]), MessageClass.HEADERS),
+        (GetBlocks([bytes(32)]), MessageClass.GET_BLOCKS),
+        (SyncBlock(msgspec.Raw(encode(block))), MessageClass.SYNC_BLOCK),
+        (BlocksNotFound([bytes(32)]), MessageClass.SYNC_BLOCK),
         (ProposalMessage(SignedProposal(1, 0, -1, block, bytes(64))), MessageClass.CONSENSUS),
         (VoteMessage(vote), MessageClass.CONSENSUS),
         (CommitMessage(block, Commit(1, 0, bytes(32), [])), MessageClass.CONSENSUS),

@@ -11,7 +11,7 @@ from typing import TypeVar
 import msgspec
 
 from meshchain.chainkit import KIT_BLOCK_INTERVAL_MS, ChainKit
-from meshchain.core.chain.block import Block, block_hash
+from meshchain.core.chain.block import block_hash
 from meshchain.core.chain.genesis import chain_id
 from meshchain.core.chain.tx import Transaction, compute_txid, verify_transaction
 from meshchain.core.crypto.keys import SignatureVerifier
@@ -32,7 +32,6 @@ from meshchain.core.events import (
 )
 from meshchain.core.node import (
     EXPIRE_TIMER,
-    MAX_PENDING_BLOCK_REQUESTS,
     PRODUCE_TIMER,
     Node,
     NodeConfig,
@@ -41,7 +40,15 @@ from meshchain.core.peers.manager import DIAL_TIMER, FEELER_TIMER, SAVE_TIMER
 from meshchain.core.relay.config import RelayConfig, RelayMode
 from meshchain.core.store import MemoryStore
 from meshchain.core.wire.codec import encode
-from meshchain.core.wire.messages import BlockMessage, GetBlock, TransactionMessage
+from meshchain.core.wire.messages import (
+    BlockMessage,
+    GetBlock,
+    GetBlocks,
+    GetHeaders,
+    Headers,
+    SyncBlock,
+    TransactionMessage,
+)
 from meshchain.errors import RejectCode
 
 KIT = ChainKit(seed=8, accounts=3)
@@ -158,14 +165,14 @@ def test_a_reorg_returns_transactions_to_the_mempool() -> None:
     assert tx.txid in node.mempool
 
 
-def deliver(nodes: dict[str, Node], source: str, actions: list[Action], now: float) -> int:
-    """Carry `Send`s between in-memory nodes until quiet; returns messages carried."""
-    carried = 0
+def deliver(nodes: dict[str, Node], source: str, actions: list[Action], now: float) -> list[type]:
+    """Carry `Send`s between in-memory nodes until quiet; the types of what was carried."""
+    carried: list[type] = []
     queue = [(source, action) for action in actions]
-    while queue and carried < 1_000:
+    while queue and len(carried) < 1_000:
         sender, action = queue.pop(0)
         if isinstance(action, Send) and action.peer in nodes:
-            carried += 1
+            carried.append(type(action.message))
             size = len(encode(action.message))
             replies = nodes[action.peer].handle(MessageReceived(sender, action.message, size), now)
             queue += [(action.peer, reply) for reply in replies]
@@ -189,37 +196,33 @@ def test_a_node_that_missed_blocks_catches_up_from_a_new_peer() -> None:
     assert [type(a.message) for a in of_type(greeting, Send)] == [BlockMessage]
     carried = deliver({"source": source, "late": late}, "source", greeting, now)
     assert late.chain.tip_hash == source.chain.tip_hash
-    assert carried == 1 + 2 * 2  # the tip, then a request and an answer per missing parent
+    # The tip is an orphan to it: it asks that peer for headers, then for the two
+    # missing blocks at once, and announces its new tip when caught up.
+    assert carried == [
+        BlockMessage,
+        GetHeaders,
+        Headers,
+        GetBlocks,
+        SyncBlock,
+        SyncBlock,
+        BlockMessage,
+    ]
 
 
-def test_orphans_ask_their_sender_for_the_parent_once_per_timeout() -> None:
+def test_an_orphan_sends_its_sender_one_headers_request_at_a_time() -> None:
     node = make_node(validator=False)
     node.handle(PeerConnected("p", outbound=True), T0)
+    node.handle(PeerConnected("q", outbound=True), T0)
     chain = KIT.chain()
     first = KIT.next_block(chain, [])
     chain.add_block(first, KIT.now_after(first))
     second = KIT.next_block(chain, [])
     now = KIT.now_after(second)
     asked = node.handle(MessageReceived("p", BlockMessage(second), 500), now)
-    assert [a.message for a in of_type(asked, Send)] == [GetBlock(block_hash(first))]
+    (request,) = [a for a in of_type(asked, Send) if isinstance(a.message, GetHeaders)]
+    assert request.peer == "p"
+    assert request.message == GetHeaders([node.chain.tip_hash], bytes(32))
     again = node.handle(MessageReceived("q", BlockMessage(second), 500), now + 1)
-    assert of_type(again, Send) == []  # duplicate orphan, and the request is outstanding
+    assert of_type(again, Send) == []  # a duplicate orphan, and one walk at a time
     unknown = node.handle(MessageReceived("p", GetBlock(bytes(32)), 40), now)
     assert unknown == []  # we do not have it: nothing to send
-
-
-def test_outstanding_block_requests_are_bounded() -> None:
-    node = make_node(validator=False)
-    chain = KIT.chain()
-    template = KIT.next_block(chain, [])
-    requests = 0
-    for i in range(MAX_PENDING_BLOCK_REQUESTS + 20):
-        header = msgspec.structs.replace(
-            template.header, parent=i.to_bytes(32, "big"), height=7, consensus=b""
-        )
-        orphan = Block(KIT.engine.seal(header, KIT.authority), [])
-        actions = node.handle(
-            MessageReceived("p", BlockMessage(orphan), 300), KIT.now_after(orphan)
-        )
-        requests += len(of_type(actions, Send))
-    assert requests == MAX_PENDING_BLOCK_REQUESTS

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from meshchain import __version__
 from meshchain.cli.demo import demo
+from meshchain.cli.progress import SyncBar, terminal_logging
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
 from meshchain.cli.sim import sim
 from meshchain.config import open_datadir, parse_host_port, save_config, write_key
@@ -141,9 +143,14 @@ def node(datadir: Path, log_level: str) -> None:
     """Run a node from its data directory until SIGINT or SIGTERM.
 
     It listens on `[p2p] listen` of config.toml, keeps connected to `[p2p] peers` and
-    finds more peers from `[p2p] bootstrap` and peer exchange.
+    finds more peers from `[p2p] bootstrap` and peer exchange. On a terminal a progress
+    bar shows a sync; elsewhere the log says how it goes.
     """
-    _configure_logging(log_level)
+    console = Console(stderr=True)
+    if console.is_terminal:
+        terminal_logging(log_level, console)
+    else:
+        _configure_logging(log_level)
     try:
         home = open_datadir(datadir)
         genesis = home.genesis()
@@ -171,11 +178,17 @@ def node(datadir: Path, log_level: str) -> None:
         bandwidth=bandwidth,
     )
     install_uvloop()
+    driver = NodeDriver(core)
+    bar = SyncBar(console)
+    if console.is_terminal:
+        driver.observers.append(bar)
+        driver.log_sync_progress = False
     try:
-        asyncio.run(_run_node(NodeDriver(core), p2p, listen))
+        asyncio.run(_run_node(driver, p2p, listen))
     except OSError as error:
         _fail(error)
     finally:
+        bar.close()
         store.close()
 
 

@@ -111,6 +111,15 @@ def run(scenario: Path, seed: int, out_dir: Path, quiet: bool) -> None:
         report["metrics"]["block_relay_comparison"] = _compare_full_blocks(
             world, config, seed, quiet, stderr
         )
+    if config.sync is not None and len(config.sync.sources) > 1:
+        from meshchain.sim.syncrun import sync_comparison
+
+        if not quiet:
+            stderr.print("running again with the joiner's other numbers of sources...")
+        report["metrics"]["sync"] = sync_comparison(world, config, seed)
+        violations = report["invariant_violations"]
+        for run in report["metrics"]["sync"].values():
+            violations += [f"{problem} (sync run)" for problem in run.pop("violations", [])]
     _finish(world, report, out_dir, time.perf_counter() - started)
 
 
@@ -194,6 +203,12 @@ def _summary(report: dict[str, Any], wall: float) -> None:
     )
     click.echo(f"  transaction propagation: {spread('transaction')}")
     click.echo(f"  block propagation:       {spread('block')}")
+    for name, run in metrics.get("sync", {}).items():
+        took = "did not finish" if run["seconds"] is None else f"{run['seconds']:.2f} s"
+        click.echo(
+            f"  sync {name.replace('_', ' ')}: {run['blocks']:,} blocks in {took} "
+            f"({run['blocks_per_second'] or 0:,.0f} blocks/s)"
+        )
     runs = metrics.get("runs")
     if runs is not None:
         click.echo(

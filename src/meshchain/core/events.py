@@ -52,6 +52,7 @@ class PeerConnected:
     address: NetAddress | None = None  # the remote end of the connection
     listen: NetAddress | None = None  # where the peer says it accepts connections
     kind: ConnectionKind | None = None  # outbound: what we dialled it as; None: derived
+    best_height: int = 0  # the height of the peer's best chain, as its hello said
 
     @property
     def connection_kind(self) -> ConnectionKind:
@@ -259,6 +260,25 @@ class DoubleSignRefused:
     step: str
 
 
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Sync is downloading blocks toward a better header chain (at most once a second)."""
+
+    height: int  # our tip
+    target_height: int  # the last block sync will fetch
+    blocks_per_second: float
+    eta_seconds: float | None  # None until a rate is known
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFinished:
+    """Sync connected every block of the best header chain it knew of."""
+
+    height: int
+    blocks: int  # connected since the sync began
+    seconds: float
+
+
 Notice = (
     BlockAccepted
     | BlockRejected
@@ -266,7 +286,9 @@ Notice = (
     | TransactionStemmed
     | TransactionRejected
     | ChainReorganized
-    | (PeerPunished)
+    | PeerPunished
+    | SyncProgress
+    | SyncFinished
     | EquivocationDetected
     | DoubleSignRefused
     | VoteSigned

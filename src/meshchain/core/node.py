@@ -4,7 +4,8 @@ The asyncio runtime and the simulator both drive this object and execute exactly
 actions it returns. Relay is announce-then-fetch by default (`core/relay/`: trickled
 inventories, compact blocks, Dandelion++ for transactions); `flood` mode pushes each new
 valid transaction or block to every peer but its source, the baseline to compare with.
-Message handlers for relay live in `relay/gossip.py`; this module keeps the chain side.
+Message handlers for relay live in `relay/gossip.py`, and for catching up with peers in
+`sync/` (headers-first download); this module keeps the chain side.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from meshchain.core.chain.tx import (
     verify_transaction,
 )
 from meshchain.core.chain.validation import check_transaction
-from meshchain.core.consensus import BftEngine, ProofOfWork, engine_for
+from meshchain.core.consensus import BftEngine, ConsensusEngine, ProofOfWork, engine_for
 from meshchain.core.consensus.bftnode import BftConsensus
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
@@ -62,6 +63,7 @@ from meshchain.core.peers.manager import PeerManager
 from meshchain.core.relay.config import RelayConfig, RelayMode
 from meshchain.core.relay.gossip import Gossip
 from meshchain.core.store import ChainStore
+from meshchain.core.sync import Sync
 from meshchain.core.wire.messages import (
     Addr,
     BlockMessage,
@@ -86,10 +88,6 @@ BLOCK_TEMPLATE_MAX_TXS = 5_000
 # Ours: a miner rebuilds its template this often (new transactions, a fresh timestamp),
 # besides at once whenever its tip changes.
 MINING_TEMPLATE_REFRESH = 10.0
-# Parents of orphan blocks we asked peers for and still wait on (Bitcoin's pre-headers
-# orphan resolution; the sync issue replaces it with headers-first download).
-MAX_PENDING_BLOCK_REQUESTS = 64
-BLOCK_REQUEST_TIMEOUT = 30.0  # seconds before the same parent may be asked for again
 # Rejections that a later block or transaction may cure: not remembered as rejected.
 RETRYABLE_REJECTIONS = frozenset({RejectCode.NONCE_GAP, RejectCode.DUPLICATE})
 # Rejections that say the peer sent something no honest node would send.
@@ -130,23 +128,24 @@ class Node:
         store: ChainStore,
         rng: random.Random,
         verifier: SignatureVerifier | None = None,
+        engine: ConsensusEngine | None = None,  # tests bring their own; else genesis's
     ) -> None:
         self.config = config
         self.rng = rng
         self.verifier = verifier or SignatureVerifier()
-        self.engine = engine_for(config.genesis, self.verifier)
+        self.engine = engine or engine_for(config.genesis, self.verifier)
         self.chain = ChainState(config.genesis, self.engine, store, self.verifier)
         self.mempool = Mempool(self.chain.ledger)
         self.chain.verified_lookup = self.mempool.get
         self.peer_manager = PeerManager(config.peers, store, rng)
         self.flood = config.relay.mode is RelayMode.FLOOD
         self.gossip = Gossip(self)
+        self.sync = Sync(self)
         # Who gets what we relay: every connection but feelers gets blocks; block-relay-
         # only ones get no transactions. Lists, not a scan of the records: relay is hot.
         self.peers: dict[PeerId, ConnectionKind] = {}
         self._block_relay_peers: list[PeerId] = []
         self._tx_relay_peers: list[PeerId] = []
-        self._requested_blocks: dict[bytes, float] = {}  # parent hash -> when asked
         key = config.validator_key
         self.beneficiary = config.beneficiary or (
             address_from_public_key(key.public_key) if key is not None else bytes(20)
@@ -204,6 +203,7 @@ class Node:
             GetAddr: lambda peer, m, now: self.peer_manager.exchange.on_get_addr(peer, now),
             Addr: lambda peer, m, now: self.peer_manager.exchange.on_addr(peer, m, now),
             **self.gossip.message_handlers(),
+            **self.sync.message_handlers(),
         }
         bft = self.bft
         consensus: dict[type, Callable[[PeerId, Any, float], list[Action]]] = {
@@ -227,7 +227,7 @@ class Node:
         if kind is not ConnectionKind.BLOCK_RELAY:
             self._tx_relay_peers.append(peer)
         actions += self.gossip.peer_connected(peer, kind, now)
-        return actions + self._greet(peer)
+        return actions + self._greet(peer) + self.sync.peer_connected(peer, event.best_height, now)
 
     def _disconnected(self, peer: PeerId, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -238,6 +238,7 @@ class Node:
             actions = self.gossip.peer_disconnected(peer, now)
             if self.bft is not None:
                 self.bft.peer_gone(peer)
+            actions += self.sync.peer_disconnected(peer, now)
         return actions + self.peer_manager.disconnected(peer, now)
 
     def _ping_measured(self, peer: PeerId, rtt: float) -> list[Action]:
@@ -284,19 +285,19 @@ class Node:
         block = self.chain.block(wanted) if self.chain.entry(wanted) is not None else None
         return [] if block is None else [Send(peer, BlockMessage(block))]
 
-    def _request_parent(self, block: Block, now: float, peer: PeerId) -> list[Action]:
-        """Ask the peer that sent an orphan for its parent, once per timeout, bounded."""
-        parent = block.header.parent
-        requests = self._requested_blocks
-        asked = requests.get(parent)
-        if asked is not None and now < asked + BLOCK_REQUEST_TIMEOUT:
-            return []
-        for stale in [h for h, at in requests.items() if now >= at + BLOCK_REQUEST_TIMEOUT]:
-            del requests[stale]
-        if len(requests) >= MAX_PENDING_BLOCK_REQUESTS:
-            return []
-        requests[parent] = now
-        return [Send(peer, GetBlock(parent))]
+    def sync_caught_up(self, now: float) -> list[Action]:
+        """Sync connected the best chain it knew: announce the tip it left us on (blocks
+        connected while syncing are not relayed one by one) and mine on it."""
+        tip = self.chain.block(self.chain.tip_hash)
+        actions: list[Action] = []
+        if tip is not None and tip.header.height > 0 and self.bft is None:
+            if self.flood:
+                actions += self._flood(BlockMessage(tip), None)
+            else:
+                actions += self.gossip.blocks_connected([(tip, [])], None)
+        if self.mining:
+            actions += self._mine(now)
+        return actions
 
     def _flood(
         self, message: TransactionMessage | BlockMessage, source: PeerId | None
@@ -372,36 +373,47 @@ class Node:
         """Mempool transactions for a new block, best fee rate first, within its bounds."""
         return self.mempool.select(BLOCK_TEMPLATE_MAX_BYTES, BLOCK_TEMPLATE_MAX_TXS)
 
+    def punish_invalid(
+        self, peer: PeerId | None, error: ValidationError, now: float, what: str
+    ) -> list[Action]:
+        """What sending an invalid block or header costs a peer: a forged seal is a
+        ban, another fault of the sender's a discouragement; others (a clock ahead of
+        ours) nothing."""
+        if peer is None or error.code not in PEER_FAULTS:
+            return []
+        offence = (
+            Offence.INVALID_CONSENSUS_PROOF
+            if error.code is RejectCode.BAD_CONSENSUS
+            else Offence.INVALID_BLOCK
+        )
+        return self.peer_manager.punish(peer, offence, now, f"sent an invalid {what}: {error}")
+
     def accept_block(
         self,
         block: Block,
         now: float,
         peer: PeerId | None,
+        raw: bytes | None = None,
+        relay: bool = True,
         meta: dict[str, bytes] | None = None,
         certified: bool = False,
         produced: bool | None = None,
     ) -> list[Action]:
-        """Add a block to the chain, relay it and update the mempool. On a BFT chain only
-        a block with a commit certificate is taken (`certified`): the consensus component
-        checks it; anything else from a peer is not final and is left alone."""
+        """Validate, store and maybe connect a block, then relay it and update the mempool.
+        Sync passes `relay=False`: blocks it catches up with are not announced one by one
+        (`sync_caught_up` announces the tip). On a BFT chain only a block with a commit
+        certificate is taken (`certified`: checked by the consensus component, or by sync
+        through its child's header); anything else from a peer is not final, left alone."""
         if self.bft is not None and not certified:
             return []
         old_tip = self.chain.tip_hash
-        update = self.chain.add_block(block, now, meta=meta)
+        update = self.chain.add_block(block, now, raw=raw, meta=meta)
         self.gossip.block_relay.arrived(update.block_hash)  # held, connected or refused
         actions: list[Action] = []
         if update.error is not None:
             error = update.error
             actions.append(BlockRejected(update.block_hash, error.code, error.detail, peer))
-            if peer is not None and error.code in PEER_FAULTS:
-                offence = (
-                    Offence.INVALID_CONSENSUS_PROOF
-                    if error.code is RejectCode.BAD_CONSENSUS
-                    else Offence.INVALID_BLOCK
-                )
-                actions += self.peer_manager.punish(
-                    peer, offence, now, f"sent an invalid block: {error}"
-                )
+            actions += self.punish_invalid(peer, error, now, "block")
         if update.result in (AddBlockResult.DUPLICATE, AddBlockResult.INVALID):
             return actions
         for disconnected, vtxs in update.disconnected:
@@ -429,13 +441,16 @@ class Node:
                     len(update.connected),
                 )
             )
-        self._requested_blocks.pop(update.block_hash, None)
         if update.result is AddBlockResult.ORPHAN:
-            if peer is not None:
-                actions.extend(self._request_parent(block, now, peer))
+            if peer is not None:  # it has a chain we lack: sync fetches it headers first
+                actions.extend(self.sync.orphan(peer, block, now))
             return actions
         if peer is not None:
             self.peer_manager.delivered_block(peer, now)
+        if not relay:
+            if self.bft is not None and update.connected:
+                actions += self.bft.chain_moved(now)  # sync took it past consensus
+            return actions
         if self.mining and update.connected:
             actions.extend(self._mine(now))  # the tip moved: the old work is stale
         if self.bft is not None:
@@ -457,10 +472,17 @@ class Node:
         relay_actions = self.gossip.timer(timer, now)
         if relay_actions is not None:
             return relay_actions
+        sync_actions = self.sync.timer(timer, now)
+        if sync_actions is not None:
+            return sync_actions
         if timer == EXPIRE_TIMER:
             self.mempool.expire(now)
             self.gossip.stempool.expire(now)
             return [ScheduleTimer(EXPIRE_TIMER, now + MEMPOOL_EXPIRE_INTERVAL)]
+        if timer == PRODUCE_TIMER and self.sync.syncing:  # no block on a tip known stale
+            interval = self.config.genesis.consensus.block_interval_ms / 1000
+            wait = MINING_TEMPLATE_REFRESH if self.mining else interval
+            return [ScheduleTimer(PRODUCE_TIMER, now + wait)]
         if timer == PRODUCE_TIMER and self.mining:
             return self._mine(now)
         if timer == PRODUCE_TIMER:

@@ -187,5 +187,17 @@ class MemoryStore:
             self._tip = batch.tip
         self._meta.update(batch.meta)
 
+    def snapshot(self) -> WriteBatch:
+        """Everything held, as one batch: written into an empty store, it copies this one
+        (the simulator preloads nodes this way, benchmarks build databases)."""
+        return WriteBatch(
+            new_blocks=[(entry, self._blocks[entry.hash]) for entry in self.block_entries()],
+            accounts_put=list(self.accounts()),
+            undo_put=list(self._undo.items()),
+            txs_indexed=[(loc, self._tx_addresses[txid]) for txid, loc in self._txs.items()],
+            tip=self._tip,
+            meta=dict(self._meta),
+        )
+
     def close(self) -> None:
         """Nothing to release."""

@@ -29,6 +29,8 @@ from meshchain.core.events import (
     PeerPunished,
     ScheduleTimer,
     Send,
+    SyncFinished,
+    SyncProgress,
     TimerFired,
     TransactionAccepted,
     TransactionRejected,
@@ -39,6 +41,8 @@ from meshchain.core.wire.messages import AnyMessage
 from meshchain.runtime.miner import Miner
 
 log = logging.getLogger("meshchain.node")
+# Ours: a sync progress line in the log at most this often (the node reports every second).
+SYNC_LOG_INTERVAL = 10.0
 
 
 def install_uvloop() -> None:
@@ -73,6 +77,9 @@ class NodeDriver:
         # them with dial timers that would otherwise run a headless node on (a node
         # restarted in the same process would meet its own ghost, same identity).
         self.stopped = False
+        # False when an observer shows sync progress itself (the CLI's progress bar).
+        self.log_sync_progress = True
+        self._sync_logged = 0.0
 
     def feed(self, event: Input) -> list[Action]:
         actions = self.node.handle(event, self.clock())
@@ -120,6 +127,16 @@ class NodeDriver:
                 log.debug("rejected tx %s: %s %s", txid.hex() if txid else "?", code.name, detail)
             case ChainReorganized(_, _, disconnected, connected):
                 log.warning("reorg: -%d +%d blocks", disconnected, connected)
+            case SyncProgress(height, target, rate, eta):
+                now = self.clock()
+                if self.log_sync_progress and now >= self._sync_logged + SYNC_LOG_INTERVAL:
+                    self._sync_logged = now
+                    left = "" if eta is None else f", about {eta:.0f} s left"
+                    log.info("sync: height %d of %d, %.0f blocks/s%s", height, target, rate, left)
+            case SyncFinished(height, blocks, seconds):
+                log.info(
+                    "sync: caught up at height %d (%d blocks in %.1f s)", height, blocks, seconds
+                )
             case EquivocationDetected(validator, height, round_, kind):
                 log.warning(
                     "equivocation: validator %s, height %d round %d kind %d",

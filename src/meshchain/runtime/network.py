@@ -436,6 +436,7 @@ class P2PService:
                         address=dial.address if dial is not None else connection.remote,
                         listen=_listen_address(hello.listen_address),
                         kind=kind,
+                        best_height=hello.best_height,
                     )
                 )
             case MessageArrived(message, size):

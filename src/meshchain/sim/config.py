@@ -81,6 +81,18 @@ class AdversarySpec:
 
 
 @dataclass(frozen=True)
+class SyncSpec:
+    """A sync experiment: every node but the last holds `blocks` preloaded blocks (made
+    at world setup, not mined); the last node joins at `join_at` with `sources[0]` of
+    them as its peers. Other entries of `sources` are further runs to compare with."""
+
+    blocks: int
+    txs_per_block: int = 0
+    sources: tuple[int, ...] = (1,)
+    join_at: float = 1.0
+
+
+@dataclass(frozen=True)
 class SimConfig:
     name: str = "unnamed"
     description: str = ""
@@ -126,6 +138,7 @@ class SimConfig:
     relay: RelayConfig = field(default_factory=RelayConfig)  # every node's relay settings
     # Run again with compact blocks off and report both (scenarios/propagation.toml).
     compare_full_blocks: bool = False
+    sync: SyncSpec | None = None  # a sync experiment (scenarios/sync.toml)
 
     @property
     def spare_nodes(self) -> int:

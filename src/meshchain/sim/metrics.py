@@ -11,20 +11,26 @@ from meshchain.core.events import (
     BlockAccepted,
     BlockRejected,
     ChainReorganized,
+    SyncFinished,
     TransactionAccepted,
     TransactionRejected,
 )
 from meshchain.core.wire.messages import (
     AnyMessage,
     BlockMessage,
+    BlocksNotFound,
     BlockTxn,
     CompactBlock,
     GetBlock,
+    GetBlocks,
     GetBlockTxn,
     GetData,
+    GetHeaders,
+    Headers,
     Inventory,
     NotFound,
     StemTransaction,
+    SyncBlock,
     TransactionMessage,
     Transactions,
 )
@@ -44,6 +50,11 @@ MESSAGE_KINDS: dict[type, str] = {
     BlockTxn: "compact_block",
     GetBlock: "block_request",
     GetBlockTxn: "block_request",
+    GetHeaders: "sync_request",
+    GetBlocks: "sync_request",
+    BlocksNotFound: "sync_request",
+    Headers: "headers",
+    SyncBlock: "sync_block",
 }
 
 
@@ -85,6 +96,7 @@ class Metrics:
         self.blocks_produced = 0
         self.rejected_blocks = 0
         self.rejected_transactions = 0
+        self.sync_finished: dict[int, float] = {}  # node -> when its last sync finished
 
     def submitted(self, txid: bytes, now: float, node: int) -> None:
         self.tx_origin.setdefault(txid, now)
@@ -125,6 +137,8 @@ class Metrics:
             self.rejected_blocks += 1
         elif isinstance(action, TransactionRejected):
             self.rejected_transactions += 1
+        elif isinstance(action, SyncFinished):
+            self.sync_finished[node] = now
 
     def bytes_per_node(self, table: list[defaultdict[str, int]]) -> dict[str, Any]:
         kinds = sorted({kind for row in table for kind in row})

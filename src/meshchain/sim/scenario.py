@@ -35,6 +35,7 @@ from meshchain.sim.config import (
     RandomFaultSpec,
     ReplaceSpec,
     SimConfig,
+    SyncSpec,
 )
 from meshchain.sim.world import WALLET_FUNDS
 
@@ -167,6 +168,15 @@ class _Relay(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     compare_full_blocks: bool = _DEFAULT.compare_full_blocks
 
 
+class _Sync(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    blocks: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+    txs_per_block: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 0
+    sources: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1)] = (
+        msgspec.field(default_factory=lambda: [1])
+    )
+    join_at: Seconds = 1.0
+
+
 class _Scenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
     description: str = ""
@@ -180,6 +190,7 @@ class _Scenario(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     faults: _Faults = msgspec.field(default_factory=_Faults)
     adversaries: list[_Adversary] = []
     relay: _Relay = msgspec.field(default_factory=_Relay)
+    sync: _Sync | None = None
 
 
 class _InvalidError(Exception):
@@ -284,10 +295,40 @@ def _build(s: _Scenario) -> SimConfig:
         adversaries=_adversaries(s.adversaries, nodes),
         relay=_relay(s.relay),
         compare_full_blocks=s.relay.compare_full_blocks,
+        sync=_sync(s.sync, nodes, s.duration, work.block_interval, work.engine),
     )
 
 
 SIM_ENGINES = ("poa", "pow", "bft")
+# PoA's 15 s of allowed clock drift (POA_MAX_FUTURE_DRIFT_MS), in seconds.
+_POA_DRIFT = 15.0
+
+
+def _sync(
+    spec: _Sync | None, nodes: int, duration: float, interval: float, engine: str
+) -> SyncSpec | None:
+    """The sync experiment: sources among the holders, a chain in the past at join time."""
+    if spec is None:
+        return None
+    path = "$.sync"
+    if engine != "poa":
+        raise _InvalidError(f"{path}", "sync experiments preload a poa chain (engine = poa)")
+    for i, count in enumerate(spec.sources):
+        if count > nodes - 1:
+            raise _InvalidError(
+                f"{path}.sources[{i}]",
+                f"{count} sources but only {nodes - 1} nodes hold the chain (the last joins)",
+            )
+    if spec.join_at >= duration:
+        raise _InvalidError(f"{path}.join_at", f"join_at {spec.join_at} is not before the end")
+    span = spec.blocks * interval
+    if span > spec.join_at + _POA_DRIFT:
+        raise _InvalidError(
+            f"{path}.blocks",
+            f"{spec.blocks} blocks {interval} s apart end at {span:g} s, too far past "
+            f"join_at {spec.join_at} for their timestamps to be valid then",
+        )
+    return SyncSpec(spec.blocks, spec.txs_per_block, tuple(spec.sources), spec.join_at)
 
 
 def _engine(name: str) -> str:

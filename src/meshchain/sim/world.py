@@ -48,6 +48,7 @@ from meshchain.sim.metrics import Metrics, percentiles
 from meshchain.sim.network import LatencyModel, Partition, SimNetwork
 from meshchain.sim.peering import HonestGraphConnected, OutboundTargets, peer_report
 from meshchain.sim.propagation import lower_bounds, relay_cost
+from meshchain.sim.syncrun import joiner, label, preload, sync_report, sync_topology
 
 Invariant = Callable[["World", bool], list[str]]
 WALLET_FUNDS = 10_000 * COIN  # a thousand wallets stay within MAX_MONEY
@@ -127,18 +128,20 @@ class World:
         self.network.deliver = self._deliver
         self.network.sever = self._sever
         self._ephemeral = EPHEMERAL_PORTS[0]
-        verifier = CachingVerifier()
+        verifier = self.verifier = CachingVerifier()
         self.peer_names = [str(index) for index in range(total)]
         self.block_pool: dict[bytes, bytes] = {}  # one copy of each block's bytes
         self.addresses = [host_address(index, config) for index in range(total)]
         self.by_address = {address: index for index, address in enumerate(self.addresses)}
         # A caller may bring its own static graph (each node's chosen neighbours), as an
         # experiment that reruns one graph with many seeds does (`privacy.py`).
-        self.topology = (
-            self._static_topology(self.sim.rng("topology"))
-            if topology is None
-            else [list(chosen) for chosen in topology]
-        )
+        if topology is None:
+            topology = (
+                sync_topology(config)
+                if config.sync is not None
+                else self._static_topology(self.sim.rng("topology"))
+            )
+        self.topology = [list(chosen) for chosen in topology]
         if len(self.topology) != config.total_nodes:
             raise ValueError(f"the topology names {len(self.topology)} nodes, not {total}")
         persistent = self.topology
@@ -148,7 +151,10 @@ class World:
                 self,
                 NodeConfig(
                     self.genesis,
-                    self.authority_keys[index] if index < config.authorities else None,
+                    # A sync experiment's chain is preloaded: nobody makes blocks.
+                    self.authority_keys[index]
+                    if index < config.authorities and config.sync is None
+                    else None,
                     peers=self._peer_config(index, persistent[index]),
                     relay=config.relay,
                 ),
@@ -164,8 +170,9 @@ class World:
             NoConflictingFinality(),
             supply_conserved,
             converged,
-            ChainAdvances(),
         ]
+        if config.sync is None:  # a sync experiment makes no blocks on purpose
+            self.invariants.append(ChainAdvances())
         if config.engine == "bft":
             self.invariants += [
                 evidence_committed,
@@ -258,6 +265,9 @@ class World:
             return
         first.connected.add(b)
         second.connected.add(a)
+        # What each side's hello would say of its chain.
+        first_height = first.node.chain.height if first.node is not None else 0
+        second_height = second.node.chain.height if second.node is not None else 0
         self._ephemeral = (
             self._ephemeral + 1 if self._ephemeral < EPHEMERAL_PORTS[1] else EPHEMERAL_PORTS[0]
         )
@@ -271,6 +281,7 @@ class World:
                 second.address,
                 second.address,
                 request.kind,
+                second_height,
             ),
         )
         if a in second.connected:  # still: a feeler or a refusal may have ended it
@@ -283,6 +294,7 @@ class World:
                     seen_from,
                     first.address,
                     ConnectionKind.INBOUND,
+                    first_height,
                 ),
             )
 
@@ -399,7 +411,14 @@ class World:
             self.sim.after(INVARIANT_CHECK_INTERVAL, self._check)
 
     def start(self) -> None:
-        for host in self.hosts[: self.config.nodes]:  # the spares join later
+        starting = self.hosts[: self.config.nodes]  # the spares join later
+        sync = self.config.sync
+        if sync is not None:  # the holders start with the chain; the joiner comes later
+            preload(self)
+            late = self.hosts[joiner(self.config)]
+            starting = [host for host in starting if host is not late]
+            self.sim.at(sync.join_at, late.start)
+        for host in starting:
             host.start()
         self._schedule_next_transaction()
         self._schedule_faults()
@@ -474,6 +493,11 @@ class World:
                 "propagation_lower_bound_seconds": lower_bounds(self),
                 "relay_cost": relay_cost(self),
                 "finality_latency_seconds": self._finality_latency(),
+                **(
+                    {"sync": {label(config.sync.sources[0]): sync_report(self)}}
+                    if config.sync is not None
+                    else {}
+                ),
                 "simulator": {
                     "events": self.sim.events_processed,
                     "virtual_seconds": config.duration,

@@ -92,6 +92,33 @@ class _HeaderOnly(msgspec.Struct, array_like=True):
 _header_only_decoder = msgspec.msgpack.Decoder(_HeaderOnly)
 
 
+def check_header_rules(
+    engine: ConsensusEngine,
+    header: BlockHeader,
+    parent: BlockHeader,
+    median_time_past_ms: int,
+    now: float,
+) -> None:
+    """The rules a header obeys on top of its parent: the next height, a timestamp after
+    the parent's and the median time past and not too far ahead of `now`, and the
+    engine's seal. Sync checks headers with this before it has their blocks."""
+    if header.height != parent.height + 1:
+        raise ValidationError(
+            RejectCode.BAD_HEIGHT, f"height {header.height} after parent {parent.height}"
+        )
+    if header.timestamp_ms < parent.timestamp_ms:
+        raise ValidationError(RejectCode.BAD_TIMESTAMP, "timestamp before the parent's")
+    if header.timestamp_ms > int(now * 1000) + engine.max_future_drift_ms:
+        raise ValidationError(RejectCode.BAD_TIMESTAMP, "timestamp too far in the future")
+    if header.timestamp_ms <= median_time_past_ms:
+        raise ValidationError(
+            RejectCode.BAD_TIMESTAMP,
+            f"timestamp {header.timestamp_ms} is not after the median of the last "
+            f"{MEDIAN_TIME_SPAN} blocks ({median_time_past_ms})",
+        )
+    engine.check_header(header, parent)
+
+
 def _int_meta(value: int) -> bytes:
     return value.to_bytes(16, "big")
 
@@ -338,22 +365,13 @@ class ChainState:
         return update
 
     def _check_header(self, header: BlockHeader, parent: BlockIndexEntry, now: float) -> None:
-        if header.height != parent.height + 1:
-            raise ValidationError(
-                RejectCode.BAD_HEIGHT, f"height {header.height} after parent {parent.height}"
-            )
-        if header.timestamp_ms < parent.timestamp_ms:
-            raise ValidationError(RejectCode.BAD_TIMESTAMP, "timestamp before the parent's")
-        if header.timestamp_ms > int(now * 1000) + self.engine.max_future_drift_ms:
-            raise ValidationError(RejectCode.BAD_TIMESTAMP, "timestamp too far in the future")
-        median = self.median_time_past(parent.hash)
-        if header.timestamp_ms <= median:
-            raise ValidationError(
-                RejectCode.BAD_TIMESTAMP,
-                f"timestamp {header.timestamp_ms} is not after the median of the last "
-                f"{MEDIAN_TIME_SPAN} blocks ({median})",
-            )
-        self.engine.check_header(header, self._headers[parent.hash])
+        check_header_rules(
+            self.engine,
+            header,
+            self._headers[parent.hash],
+            self.median_time_past(parent.hash),
+            now,
+        )
 
     def median_time_past(self, block_hash_: bytes) -> int:
         """The median timestamp of a block and its ancestors, up to MEDIAN_TIME_SPAN of

@@ -6,7 +6,13 @@ by `Ledger.apply_block` and `ChainState`.
 
 from __future__ import annotations
 
-from meshchain.core.chain.block import BLOCK_VERSION, MAX_BLOCK_SIZE, Block, transactions_root
+from meshchain.core.chain.block import (
+    BLOCK_VERSION,
+    MAX_BLOCK_SIZE,
+    Block,
+    BlockHeader,
+    transactions_root,
+)
 from meshchain.core.chain.tx import Transaction, compute_txid
 from meshchain.core.wire.codec import encode
 from meshchain.errors import RejectCode, ValidationError
@@ -21,13 +27,18 @@ def check_transaction(tx: Transaction, chain_id: bytes) -> None:
         raise ValidationError(RejectCode.MALFORMED, "transaction moves nothing and says nothing")
 
 
-def check_block(block: Block, chain_id: bytes, raw_size: int | None = None) -> None:
-    """Context-free block rules: version, chain, size, Merkle root, no duplicate txs."""
-    header = block.header
+def check_header_fields(header: BlockHeader, chain_id: bytes) -> None:
+    """Context-free header rules: the version we speak, and our chain."""
     if header.version != BLOCK_VERSION:
         raise ValidationError(RejectCode.BAD_VERSION, f"block version {header.version}")
     if header.chain_id != chain_id:
         raise ValidationError(RejectCode.WRONG_CHAIN, f"chain id {header.chain_id.hex()[:16]}")
+
+
+def check_block(block: Block, chain_id: bytes, raw_size: int | None = None) -> None:
+    """Context-free block rules: version, chain, size, Merkle root, no duplicate txs."""
+    header = block.header
+    check_header_fields(header, chain_id)
     size = raw_size if raw_size is not None else len(encode(block))
     if size > MAX_BLOCK_SIZE:
         raise ValidationError(RejectCode.TOO_LARGE, f"{size} bytes > {MAX_BLOCK_SIZE}")

@@ -460,6 +460,10 @@ class BftConsensus:
     def on_status(self, peer: PeerId, message: ConsensusStatus, now: float) -> list[Action]:
         if message.height < self.machine.height:
             return self._help(peer, message.height, now)
+        if message.height > self.chain.height + 2:
+            # It has committed blocks beyond our next one: a gap for headers-first sync
+            # (its newest block comes by commit, as sync leaves the newest alone).
+            return self.node.sync.peer_claims(peer, message.height - 1, now)
         return []
 
     def _help(self, peer: PeerId, height: int, now: float) -> list[Action]:
@@ -526,6 +530,12 @@ class BftConsensus:
     def block_connected(self, block: Block) -> None:
         """Evidence a block records is done: never proposed again."""
         self.evidence.recorded(self.engine.seal_of(block.header).evidence)
+
+    def chain_moved(self, now: float) -> list[Action]:
+        """Blocks arrived by sync: if they passed the height we were deciding, move on."""
+        if self.chain.height >= self.machine.height:
+            return [ScheduleTimer(NEXT_HEIGHT_TIMER, now)]
+        return []
 
     def greet(self, peer: PeerId) -> list[Action]:
         return [Send(peer, self._status())]

@@ -20,6 +20,10 @@ class ConsensusEngine(Protocol):
     # Finality: a block this many blocks below the tip can never be reverted (0: once
     # connected, as BFT commits); None: never absolutely (proof of work, authority).
     finality_depth: int | None
+    # True when a block is proven by its child's header (a BFT header carries the commit
+    # certificate of its parent): sync then fetches only blocks whose child header it has
+    # validated, and leaves the newest block to consensus catch-up.
+    certified_by_child: bool
 
     def check_header(self, header: BlockHeader, parent: BlockHeader) -> None:
         """Raise ValidationError(BAD_CONSENSUS or BAD_TIMESTAMP) if the engine rejects it."""

@@ -32,6 +32,7 @@ class ProofOfAuthority:
     name = "poa"
     max_future_drift_ms = POA_MAX_FUTURE_DRIFT_MS
     finality_depth: int | None = None  # the longest chain wins: any block can be outrun
+    certified_by_child = False  # the seal in a header proves the block itself
 
     def __init__(self, genesis: Genesis, verifier: SignatureVerifier | None = None) -> None:
         self.authorities = [validator.public_key for validator in genesis.validators]

@@ -101,6 +101,7 @@ class ProofOfWork:
     name = "pow"
     max_future_drift_ms = POW_MAX_FUTURE_DRIFT_MS
     finality_depth: int | None = None  # the most work wins: any block can be outrun
+    certified_by_child = False  # the seal in a header proves the block itself
 
     def __init__(self, genesis: Genesis) -> None:
         difficulty = genesis.consensus.pow_initial_difficulty

@@ -86,6 +86,7 @@ class Offence(enum.Enum):
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     UNREQUESTED_DATA = "unrequested_data"
     STALLING = "stalling"
+    LOW_WORK_HEADERS = "low_work_headers"
     PROTOCOL_VIOLATION = "protocol_violation"
 
 
@@ -137,6 +138,13 @@ OFFENCES: dict[Offence, Penalty] = {
     ),
     # Bitcoin: a stalling block download or ping timeout is a disconnect, not Misbehaving.
     Offence.STALLING: _disconnect("stalling (request or ping timed out)"),
+    # Ours: a peer whose header chain stays lighter than our tip for more headers than
+    # sync keeps in memory. Bitcoin (since 2022) never stores such a chain and just stops
+    # syncing it; we cut the peer off and keep it away a while, since an honest node on
+    # a minority fork that long is rare and a cheap header flood is the usual cause.
+    Offence.LOW_WORK_HEADERS: _discourage(
+        "header chain with too little work", SHORT_DISCOURAGEMENT_SECONDS
+    ),
     # Bitcoin: protocol violations are Misbehaving.
     Offence.PROTOCOL_VIOLATION: _discourage("protocol violation"),
 }

@@ -23,6 +23,7 @@ from meshchain.core.wire.messages import (
     Addr,
     AnyMessage,
     BlockMessage,
+    BlocksNotFound,
     BlockTxn,
     CommitMessage,
     CompactBlock,
@@ -30,14 +31,18 @@ from meshchain.core.wire.messages import (
     EvidenceMessage,
     GetAddr,
     GetBlock,
+    GetBlocks,
     GetBlockTxn,
     GetData,
+    GetHeaders,
+    Headers,
     Inventory,
     NotFound,
     Ping,
     Pong,
     ProposalMessage,
     StemTransaction,
+    SyncBlock,
     TransactionMessage,
     Transactions,
     VoteMessage,
@@ -77,6 +82,24 @@ BLOCK_BURST = 500
 # Chia: request_blocks, 500 a minute (a peer walking back our chain asks one at a time).
 GET_BLOCKS_PER_MINUTE = 500
 GET_BLOCK_BURST = GET_BLOCKS_PER_MINUTE
+# Ours: a syncing peer sends one GetHeaders per 2,000-header batch and a probe per peer
+# and batch; two a second is far above that.
+GET_HEADERS_PER_MINUTE = 120
+GET_HEADERS_BURST = GET_HEADERS_PER_MINUTE
+# Ours: Headers come only as answers to our GetHeaders (one outstanding per peer);
+# unrequested ones are ignored, so this only bounds their decoding.
+HEADERS_PER_MINUTE = 120
+HEADERS_BURST = HEADERS_PER_MINUTE
+# Ours: a syncing node asks again whenever 4 of its 16 slots with a peer are free, so a
+# node validating 2,000 blocks a second from one peer (several times what ours do,
+# docs/sync.md) sends 500 a second. Bitcoin does not limit getdata at all: serving is
+# bounded by what the peer reads (the send queue), not by how often it asks.
+GET_BLOCKS_REQUESTS_PER_MINUTE = 30_000
+GET_BLOCKS_REQUEST_BURST = 2_000
+# Ours: SyncBlock and BlocksNotFound answer our GetBlocks (at most 16 outstanding per
+# peer, checked by sync before any validation); the limit caps unrequested ones.
+SYNC_BLOCKS_PER_MINUTE = 120_000
+SYNC_BLOCK_BURST = 2_000
 # Chia: request_peers, 10 a minute (we answer one GetAddr per connection anyway).
 GET_ADDRS_PER_MINUTE = 10
 GET_ADDR_BURST = GET_ADDRS_PER_MINUTE
@@ -194,6 +217,10 @@ class MessageClass(enum.Enum):
     RESPONSE = "response"
     BLOCK = "block"
     GET_BLOCK = "get_block"
+    GET_HEADERS = "get_headers"
+    HEADERS = "headers"
+    GET_BLOCKS = "get_blocks"
+    SYNC_BLOCK = "sync_block"
     ADDR_ENTRY = "addr_entry"
     GET_ADDR = "get_addr"
     PING = "ping"
@@ -213,6 +240,11 @@ _CLASS_OF_TYPE: dict[type, MessageClass] = {
     NotFound: MessageClass.RESPONSE,
     BlockTxn: MessageClass.RESPONSE,
     GetBlock: MessageClass.GET_BLOCK,
+    GetHeaders: MessageClass.GET_HEADERS,
+    Headers: MessageClass.HEADERS,
+    GetBlocks: MessageClass.GET_BLOCKS,
+    SyncBlock: MessageClass.SYNC_BLOCK,
+    BlocksNotFound: MessageClass.SYNC_BLOCK,
     Addr: MessageClass.ADDR_ENTRY,
     GetAddr: MessageClass.GET_ADDR,
     Ping: MessageClass.PING,
@@ -256,6 +288,12 @@ RATE_LIMITS: dict[MessageClass, RateLimit] = {
     MessageClass.RESPONSE: RateLimit.per_minute(RESPONSES_PER_MINUTE, RESPONSE_BURST),
     MessageClass.BLOCK: RateLimit.per_minute(BLOCKS_PER_MINUTE, BLOCK_BURST),
     MessageClass.GET_BLOCK: RateLimit.per_minute(GET_BLOCKS_PER_MINUTE, GET_BLOCK_BURST),
+    MessageClass.GET_HEADERS: RateLimit.per_minute(GET_HEADERS_PER_MINUTE, GET_HEADERS_BURST),
+    MessageClass.HEADERS: RateLimit.per_minute(HEADERS_PER_MINUTE, HEADERS_BURST),
+    MessageClass.GET_BLOCKS: RateLimit.per_minute(
+        GET_BLOCKS_REQUESTS_PER_MINUTE, GET_BLOCKS_REQUEST_BURST
+    ),
+    MessageClass.SYNC_BLOCK: RateLimit.per_minute(SYNC_BLOCKS_PER_MINUTE, SYNC_BLOCK_BURST),
     MessageClass.ADDR_ENTRY: RateLimit(MAX_ADDR_RATE_PER_SECOND, MAX_ADDR_PROCESSING_TOKEN_BUCKET),
     MessageClass.GET_ADDR: RateLimit.per_minute(GET_ADDRS_PER_MINUTE, GET_ADDR_BURST),
     MessageClass.PING: RateLimit.per_minute(PINGS_PER_MINUTE, PING_BURST),

@@ -1,7 +1,7 @@
 """Peer-to-peer messages: a msgpack array whose first element is the message type id.
 
 Type ids are stable wire constants (docs/protocol.md lists them): 1-15 belong to the
-session (hello, goodbye, ping, pong), 16 and up to the chain protocols.
+session (hello, goodbye, ping, pong), 16 and up to the chain protocols (30-34: sync).
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ MAX_INV_ENTRIES = 50_000
 MAX_TXS_PER_MESSAGE = 7_500
 # BIP152: short transaction ids are 6 bytes.
 SHORT_ID_LENGTH = 6
+# Bitcoin's MAX_HEADERS_RESULTS (net_processing.h): headers in one Headers message.
+MAX_HEADERS_RESULTS = 2_000
+# Bitcoin's MAX_LOCATOR_SZ (net_processing.cpp): hashes in one block locator.
+MAX_LOCATOR_SIZE = 101
+# Bitcoin's MAX_BLOCKS_IN_TRANSIT_PER_PEER: the most blocks a syncing node has asked one
+# peer for at a time, so the most one GetBlocks may name.
+MAX_BLOCKS_PER_REQUEST = 16
 
 
 class GoodbyeCode(enum.IntEnum):
@@ -204,6 +211,39 @@ class BlockTxn(WireStruct, frozen=True, tag=29):
     transactions: Annotated[list[Transaction], msgspec.Meta(max_length=MAX_BLOCK_TXS)]
 
 
+class GetHeaders(WireStruct, frozen=True, tag=30):
+    """Headers of the sender's best chain after the first locator hash it has (Bitcoin's
+    getheaders): up to MAX_HEADERS_RESULTS, ending early at `stop` (zero: no stop)."""
+
+    locator: Annotated[list[Hash32], msgspec.Meta(max_length=MAX_LOCATOR_SIZE)]
+    stop: Hash32
+
+
+class Headers(WireStruct, frozen=True, tag=31):
+    """The answer to GetHeaders: consecutive headers, parent first (empty: nothing new)."""
+
+    headers: Annotated[list[BlockHeader], msgspec.Meta(max_length=MAX_HEADERS_RESULTS)]
+
+
+class GetBlocks(WireStruct, frozen=True, tag=32):
+    """Ask for whole blocks by hash while syncing; each comes back as a SyncBlock."""
+
+    hashes: Annotated[list[Hash32], msgspec.Meta(min_length=1, max_length=MAX_BLOCKS_PER_REQUEST)]
+
+
+class SyncBlock(WireStruct, frozen=True, tag=33):
+    """One block answering GetBlocks, as the server stored it: the receiver decodes it
+    with the block codec (so the server never decodes and re-encodes what it serves)."""
+
+    block: msgspec.Raw
+
+
+class BlocksNotFound(WireStruct, frozen=True, tag=34):
+    """Blocks a GetBlocks asked for that the server does not have: ask someone else."""
+
+    hashes: Annotated[list[Hash32], msgspec.Meta(max_length=MAX_BLOCKS_PER_REQUEST)]
+
+
 class ProposalMessage(WireStruct, frozen=True, tag=40):
     """A BFT proposal: the round's proposer offers a whole block (gossiped by all)."""
 
@@ -252,6 +292,11 @@ Message = (
     | CompactBlock
     | GetBlockTxn
     | BlockTxn
+    | GetHeaders
+    | Headers
+    | GetBlocks
+    | SyncBlock
+    | BlocksNotFound
     | ProposalMessage
     | VoteMessage
     | CommitMessage
