@@ -127,9 +127,11 @@ def process_network(
     bft_timeouts_ms: tuple[int, int, int] = (1_000, 500, 200),
     block_interval_ms: int | None = None,
     log_level: str = "info",
+    started: int | None = None,
 ) -> Iterator[ProcessNet]:
-    """Data directories for `validators` + `observers` nodes of one chain, each started;
-    every process is stopped when the block ends."""
+    """Data directories for `validators` + `observers` nodes of one chain; the first
+    `started` (default: all) are started, the rest wait for the test; every process is
+    stopped when the block ends."""
     count = validators + observers
     validator_keys = [SecretKey.generate() for _ in range(validators)]
     node_keys = [SecretKey.generate() for _ in range(count)]
@@ -159,7 +161,7 @@ def process_network(
         nodes.append(NodeProcess(home, hosts[index], ports[index], log_level))
     net = ProcessNet(genesis, nodes)
     try:
-        for node in nodes:
+        for node in nodes[:started]:
             node.start()
         yield net
     finally:

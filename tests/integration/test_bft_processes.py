@@ -54,3 +54,30 @@ def test_a_validator_killed_mid_round_restarts_without_double_signing(tmp_path: 
         finally:
             for _, store in chains:
                 store.close()
+
+
+def test_a_fresh_node_catches_up_with_a_running_bft_network(tmp_path: Path) -> None:
+    with process_network(
+        tmp_path,
+        ChainMode.CONSORTIUM,
+        validators=4,
+        observers=1,
+        bft_timeouts_ms=(500, 200, 50),
+        started=4,
+    ) as net:
+        validators, fresh = net.nodes[:4], net.nodes[4]
+        net.wait(lambda: all(n.height() >= 30 for n in validators), "a 30-block head start")
+        fresh.start()
+        net.wait(lambda: "sync: caught up" in fresh.log_text(), "the fresh node syncs")
+        target = max(n.height() for n in validators) + 2
+        net.wait(lambda: fresh.height() >= target, "it follows the votes afterwards")
+        net.stop()
+        fresh_chain, fresh_store = fresh.chain(net.genesis)
+        leader_chain, leader_store = validators[0].chain(net.genesis)
+        try:
+            height = min(fresh_chain.height, leader_chain.height)
+            assert height >= target
+            assert fresh_chain.hash_at(height) == leader_chain.hash_at(height)
+        finally:
+            fresh_store.close()
+            leader_store.close()
