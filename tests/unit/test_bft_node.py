@@ -178,12 +178,18 @@ def test_an_equivocation_is_detected_gossiped_and_committed_as_evidence() -> Non
     assert named == [bft.index[cheat.public_key]]  # once, not again in later blocks
 
 
-def test_a_node_cut_off_for_several_heights_catches_up_by_commits() -> None:
+def observer_left_behind(heights: int) -> BftNet:
+    """Four validators and an observer, the observer cut off while they commit on."""
     net = BftNet(validators=4, observers=1)
     net.run_until_height(2, list(range(5)))
     for other in range(4):
         net.disconnect(4, other)
-    net.run_until_height(8, [0, 1, 2, 3])
+    net.run_until_height(heights, [0, 1, 2, 3])
+    return net
+
+
+def test_a_node_cut_off_for_several_heights_catches_up_by_commits() -> None:
+    net = observer_left_behind(8)
     assert net.node(4).chain.height <= 3
     for other in range(4):
         net.connect(4, other)
@@ -192,11 +198,7 @@ def test_a_node_cut_off_for_several_heights_catches_up_by_commits() -> None:
 
 
 def test_a_node_far_behind_syncs_certified_blocks_headers_first_then_follows() -> None:
-    net = BftNet(validators=4, observers=1)
-    net.run_until_height(2, list(range(5)))
-    for other in range(4):
-        net.disconnect(4, other)
-    net.run_until_height(40, [0, 1, 2, 3])
+    net = observer_left_behind(40)
     start = len(net.actions[4])
     for other in range(4):
         net.connect(4, other)
