@@ -95,6 +95,10 @@ class _ChainSection(msgspec.Struct, forbid_unknown_fields=True):
 
 class _StorageSection(msgspec.Struct, forbid_unknown_fields=True):
     synchronous: str = "FULL"
+    # The transaction index (lookups by txid and address, for the API). A validator
+    # that serves no queries may go without it, as bitcoind's -txindex=0 or CometBFT's
+    # indexer = "null"; a store once run without it cannot turn it back on.
+    tx_index: bool = True
 
 
 class ConfigFile(msgspec.Struct, forbid_unknown_fields=True):

@@ -295,6 +295,34 @@ def test_transactions_verified_before_are_not_verified_again() -> None:
     assert verifier.calls == 3  # unknown transactions are verified
 
 
+def test_a_checked_candidate_is_connected_without_verifying_its_signatures_again() -> None:
+    """A BFT proposal is checked in full, then committed: one check per signature."""
+    verifier = CountingVerifier()
+    chain = ChainState(KIT.genesis, KIT.engine, MemoryStore(), verifier)
+    block = KIT.next_block(chain, transfers(chain, 3))
+    other = KIT.next_block(chain, transfers(chain, 2, sender=1))
+    now = KIT.now_after(block)
+    chain.check_candidate(block, now)
+    assert verifier.calls == 3
+    chain.check_candidate(other, now)  # the last candidate checked is the one kept
+    chain.check_candidate(block, now)
+    verifier.calls = 0
+    assert chain.add_block(block, now).result is AddBlockResult.CONNECTED
+    assert verifier.calls == 0
+    assert chain.ledger.state_root() == block.header.state_root
+
+
+def test_a_checked_candidate_is_not_trusted_for_another_block() -> None:
+    verifier = CountingVerifier()
+    chain = ChainState(KIT.genesis, KIT.engine, MemoryStore(), verifier)
+    block = KIT.next_block(chain, transfers(chain, 3))
+    other = KIT.next_block(chain, transfers(chain, 2, sender=1))
+    chain.check_candidate(block, KIT.now_after(block))
+    verifier.calls = 0
+    assert chain.add_block(other, KIT.now_after(other)).result is AddBlockResult.CONNECTED
+    assert verifier.calls == 2
+
+
 def test_a_known_txid_with_another_signature_is_still_verified() -> None:
     chain = KIT.chain()
     (vtx,) = transfers(chain, 1)

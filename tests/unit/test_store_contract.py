@@ -505,3 +505,34 @@ def test_sqlite_reads_see_writes_of_another_connection(db_path: Path) -> None:
         writer.write(_full_batch())
         assert reader.tip() == h(1)
         assert reader.get_block(h(1)) == b"block-1"
+
+
+def test_sqlite_without_tx_index_stores_blocks_but_no_index(db_path: Path) -> None:
+    """`[storage] tx_index = false`: lookups say so, and the index never silently
+    comes back incomplete."""
+    tx = loc(1, 5, 0)
+    with SqliteChainStore(db_path, tx_index=False) as store:
+        store.write(WriteBatch(txs_indexed=[(tx, (addr(1), addr(2)))], meta={"k": b"v"}))
+        assert store.get_meta("k") == b"v"
+        with pytest.raises(StoreError, match="no transaction index"):
+            store.find_tx(tx.txid)
+        with pytest.raises(StoreError, match="no transaction index"):
+            store.txs_by_address(addr(1), 10)
+        store.write(WriteBatch(txs_unindexed=[tx.txid]))
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("SELECT count(*) FROM txs").fetchone()[0] == 0
+    with pytest.raises(StoreError, match="without its transaction index"):
+        SqliteChainStore(db_path)
+    SqliteChainStore(db_path, tx_index=False).close()
+
+
+def test_sqlite_indexes_a_batch_of_txs_as_one_statement_each_would(db_path: Path) -> None:
+    """The batched index write keeps the last location of a txid listed twice."""
+    a, b, c = addr(1), addr(2), addr(3)
+    first, moved, other = loc(1, 5, 0), loc(1, 6, 3), loc(2, 6, 4)
+    with SqliteChainStore(db_path) as store:
+        store.write(WriteBatch(txs_indexed=[(first, (a, b)), (other, (c,)), (moved, (b, c))]))
+        assert store.find_tx(first.txid) == moved
+        assert store.txs_by_address(a, 10) == []
+        assert store.txs_by_address(c, 10) == [other, moved]  # newest first

@@ -141,7 +141,11 @@ async def run_demo(
     config = NodeConfig(
         home.genesis(), home.validator_key(), home.beneficiary(), relay=home.relay_config()
     )
-    store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
+    store = SqliteChainStore(
+        home.database,
+        synchronous=home.config.storage.synchronous,
+        tx_index=home.config.storage.tx_index,
+    )
     node = Node(config, store, random.Random())
     driver = NodeDriver(node)
     stats = DemoStats()

@@ -166,7 +166,11 @@ def node(datadir: Path, log_level: str) -> None:
         )
         listen = home.listen_address()
         bandwidth = home.bandwidth()
-        store = SqliteChainStore(home.database, synchronous=home.config.storage.synchronous)
+        store = SqliteChainStore(
+            home.database,
+            synchronous=home.config.storage.synchronous,
+            tx_index=home.config.storage.tx_index,
+        )
         core = Node(config, store, random.Random())
     except MeshchainError as error:
         _fail(error)

@@ -8,6 +8,7 @@ default: a node must never lose a block it already reported as committed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -21,6 +22,13 @@ __all__ = ["SCHEMA_VERSION", "SqliteChainStore"]
 SCHEMA_VERSION = 1
 _WEIGHT_SIZE = 32  # chain weights are cumulative work, up to 2**256: stored big-endian
 _SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+# Ours: the page cache, KiB. SQLite's default is 2 MB, less than the index pages one
+# block of a few thousand transactions touches (each lands on a random page of the txid
+# and address indexes), so every block read them back from disk; bitcoind's -dbcache
+# defaults to 450 MiB. 64 MiB holds them for a few hundred thousand transactions.
+PAGE_CACHE_KIB = 64 * 1024
+# Meta key present once the store has connected blocks without indexing their transactions.
+_TX_INDEX_OFF = "tx_index_off"
 
 # Small, hot rows are WITHOUT ROWID; tables of large blobs keep a rowid (SQLite's advice).
 _SCHEMA = (
@@ -76,6 +84,10 @@ _PUT_ACCOUNT = """INSERT INTO accounts (address, balance, nonce, idx) VALUES (?,
     SET balance = excluded.balance, nonce = excluded.nonce, idx = excluded.idx"""
 
 
+def _without_tx_index(batch: WriteBatch) -> WriteBatch:
+    return dataclasses.replace(batch, txs_indexed=[], txs_unindexed=[])
+
+
 def _weight_to_blob(weight: int) -> bytes:
     if not 0 <= weight < 1 << (8 * _WEIGHT_SIZE):
         raise StoreError(f"chain weight {weight} does not fit in {_WEIGHT_SIZE} unsigned bytes")
@@ -115,7 +127,11 @@ def _location_from_row(row: Any) -> TxLocation:
 class SqliteChainStore:
     """A durable `ChainStore` in one SQLite database file (plus its WAL)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: str = "FULL", tx_index: bool = True
+    ) -> None:
+        """`tx_index` False: no transaction index (bitcoind's -txindex=0, CometBFT's
+        indexer "null"), a validator's choice; once run so, the index stays incomplete."""
         mode = synchronous.upper()
         if mode not in _SYNCHRONOUS_MODES:
             raise ValueError(
@@ -123,6 +139,7 @@ class SqliteChainStore:
             )
         self._path = os.fspath(path)
         self._conn: sqlite3.Connection | None = None
+        self._tx_index = tx_index
         try:
             conn = sqlite3.connect(self._path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -150,6 +167,7 @@ class SqliteChainStore:
             raise StoreError(f"{self._path!r} is an SQLite database but not a meshchain store")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={mode}")
+        conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
         if version == 0:
             # One transaction: a crash here leaves an empty file, never half a schema.
             conn.execute("BEGIN IMMEDIATE")
@@ -161,6 +179,14 @@ class SqliteChainStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        gap = conn.execute("SELECT value FROM meta WHERE key = ?", (_TX_INDEX_OFF,)).fetchone()
+        if self._tx_index and gap is not None:
+            raise StoreError(
+                f"{self._path!r} was run without its transaction index ([storage] tx_index ="
+                " false), so the index misses transactions; keep tx_index = false"
+            )
+        if not self._tx_index and gap is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (_TX_INDEX_OFF, b"1"))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -208,13 +234,19 @@ class SqliteChainStore:
     def get_meta(self, key: str) -> bytes | None:
         return self._blob("SELECT value FROM meta WHERE key = ?", key)
 
+    def _check_tx_index(self) -> None:
+        if not self._tx_index:
+            raise StoreError(f"store {self._path!r} keeps no transaction index")
+
     def find_tx(self, txid: bytes) -> TxLocation | None:
+        self._check_tx_index()
         rows = self._query(
             "SELECT txid, block_hash, height, position FROM txs WHERE txid = ?", (txid,)
         )
         return _location_from_row(rows[0]) if rows else None
 
     def txs_by_address(self, address: bytes, limit: int) -> list[TxLocation]:
+        self._check_tx_index()
         if limit < 0:
             raise ValueError("limit must be >= 0")
         if limit == 0:
@@ -235,7 +267,7 @@ class SqliteChainStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._apply(conn, batch)
+                self._apply(conn, batch if self._tx_index else _without_tx_index(batch))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -274,18 +306,28 @@ class SqliteChainStore:
             _PUT_ACCOUNT, [(r.address, r.balance, r.nonce, r.index) for r in batch.accounts_put]
         )
         conn.executemany("INSERT OR REPLACE INTO undo (hash, data) VALUES (?, ?)", batch.undo_put)
-        for loc, addresses in batch.txs_indexed:
-            conn.execute(
+        if batch.txs_indexed:
+            # One statement per table for the whole block (a block holds thousands); a
+            # txid listed twice keeps its last location, as one statement each would.
+            indexed = {loc.txid: (loc, addresses) for loc, addresses in batch.txs_indexed}
+            conn.executemany(
                 "INSERT OR REPLACE INTO txs (txid, block_hash, height, position)"
                 " VALUES (?, ?, ?, ?)",
-                (loc.txid, loc.block_hash, loc.height, loc.position),
+                [
+                    (loc.txid, loc.block_hash, loc.height, loc.position)
+                    for loc, _ in indexed.values()
+                ],
             )
             # Re-indexing a txid replaces its address set rather than adding to it.
-            conn.execute("DELETE FROM tx_addresses WHERE txid = ?", (loc.txid,))
+            conn.executemany("DELETE FROM tx_addresses WHERE txid = ?", [(t,) for t in indexed])
             conn.executemany(
                 "INSERT OR IGNORE INTO tx_addresses (txid, address, height, position)"
                 " VALUES (?, ?, ?, ?)",
-                [(loc.txid, address, loc.height, loc.position) for address in addresses],
+                [
+                    (loc.txid, address, loc.height, loc.position)
+                    for loc, addresses in indexed.values()
+                    for address in addresses
+                ],
             )
         if batch.tip is not None:
             conn.execute("INSERT OR REPLACE INTO tip (id, hash) VALUES (0, ?)", (batch.tip,))

@@ -149,6 +149,9 @@ class ChainState:
         self._orphan_bytes = 0
         self._sequence = 0
         self._connect_meta: tuple[bytes, dict[str, bytes]] | None = None
+        # The last candidate that passed `check_candidate`, with its verified transactions:
+        # a BFT proposal is checked, then committed, and its signatures need checking once.
+        self._checked: tuple[bytes, list[VerifiedTx]] | None = None
         if store.tip() is None:
             self._initialize()
         else:
@@ -435,7 +438,11 @@ class ChainState:
 
     def _connect(self, this_hash: bytes, block: Block) -> tuple[Block, list[VerifiedTx]]:
         header = block.header
-        vtxs = [self._verified(tx) for tx in block.transactions]
+        checked, self._checked = self._checked, None
+        if checked is not None and checked[0] == this_hash:
+            vtxs = checked[1]  # the same header, so the same transactions (its tx root)
+        else:
+            vtxs = [self._verified(tx) for tx in block.transactions]
         ledger = self.ledger
         undo = ledger.apply_block(vtxs, self.economics(header))
         if ledger.state_root() != header.state_root:
@@ -528,6 +535,7 @@ class ChainState:
         self.ledger.state_root()
         if root != header.state_root:
             raise ValidationError(RejectCode.BAD_STATE_ROOT, f"candidate {block_hash(block).hex()}")
+        self._checked = (block_hash(block), vtxs)
 
     def build_block(
         self,
