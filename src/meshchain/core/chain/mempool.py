@@ -210,11 +210,11 @@ class Mempool:
                 RejectCode.FEE_TOO_LOW,
                 f"fee rate {vtx.fee_rate:.3f} < minimum {self._min_fee_rate:.3f}",
             )
-        by_nonce = self._by_sender.get(sender, {})
-        old = by_nonce.get(body.nonce)
+        by_nonce = self._by_sender.get(sender)
+        old = None if by_nonce is None else by_nonce.get(body.nonce)
         if old is not None:
             _check_replacement(old.vtx, vtx)
-        elif len(by_nonce) >= MAX_PENDING_PER_SENDER:
+        elif by_nonce is not None and len(by_nonce) >= MAX_PENDING_PER_SENDER:
             raise ValidationError(
                 RejectCode.TOO_MANY_PENDING, f"sender has {len(by_nonce)} pending transactions"
             )
@@ -233,7 +233,9 @@ class Mempool:
         self._seq += 1
         entry = _Entry(vtx, added_at, self._seq)
         self._insert(entry)
-        self._refresh(sender)
+        self._seq += 1  # `_refresh(sender)`, which now has transactions here
+        self._tail_token[sender] = self._seq
+        self._unscored[sender] = None
         while self._bytes > self._max_bytes:
             victim = self._pop_victim()
             if victim is entry:
