@@ -15,7 +15,7 @@ from relaykit import (
     transfer,
 )
 
-from meshchain.core.chain.tx import txid_of
+from meshchain.core.chain.tx import Transaction, txid_of
 from meshchain.core.events import (
     ConnectionKind,
     Disconnect,
@@ -157,3 +157,60 @@ def test_our_own_transaction_is_announced_to_peers_that_come_later_until_fetched
     assert sends(told, Inventory) == [("late", Inventory(InvKind.TRANSACTION, [txid]))]
     receive(node, "late", GetData(InvKind.TRANSACTION, [txid]), T0 + 8)
     assert timers(connect(node, "later", ConnectionKind.FULL_RELAY, T0 + 9)) == {}
+
+
+def test_a_transaction_gone_from_the_mempool_before_the_trickle_is_not_announced() -> None:
+    node = node_with_peers()
+    kept, dropped = transfer(node, sender=0), transfer(node, sender=2)
+    due = timers(node.handle(TransactionSubmitted(encode(kept)), T0))
+    node.handle(TransactionSubmitted(encode(dropped)), T0)
+    node.mempool.remove(txid_of(dropped))  # say, replaced or mined meanwhile
+    inbound = fire(node, INBOUND_TRICKLE_TIMER, due[INBOUND_TRICKLE_TIMER])
+    assert sends(inbound, Inventory) == [
+        ("in1", Inventory(InvKind.TRANSACTION, [txid_of(kept)])),
+        ("in2", Inventory(InvKind.TRANSACTION, [txid_of(kept)])),
+    ]
+
+
+def test_peers_that_repeat_an_inventory_as_a_request_share_one_answer() -> None:
+    node = node_with_peers()
+    txs = [transfer(node, sender=0, nonce=n) for n in range(3)]
+    due: dict[str, float] = {}
+    for tx in txs:
+        due |= timers(node.handle(TransactionSubmitted(encode(tx)), T0))
+    inbound = fire(node, INBOUND_TRICKLE_TIMER, due[INBOUND_TRICKLE_TIMER])
+    (_, announced), _ = sends(inbound, Inventory)
+    ask = GetData(InvKind.TRANSACTION, list(announced.hashes))
+    first = sends(receive(node, "in1", ask, T0 + 6), Transactions)
+    second = sends(receive(node, "in2", ask, T0 + 6), Transactions)
+    assert first == [("in1", Transactions(txs))]
+    assert second == [("in2", Transactions(txs))]
+    assert first[0][1] is second[0][1]  # built once (and so encoded once)
+    node.mempool.remove(txid_of(txs[1]))
+    after = receive(node, "in1", ask, T0 + 7)
+    assert sends(after, Transactions) == [("in1", Transactions([txs[0], txs[2]]))]
+    assert sends(after, NotFound) == [("in1", NotFound(InvKind.TRANSACTION, [txid_of(txs[1])]))]
+
+
+def test_the_announcement_log_keeps_only_what_some_peer_has_not_read() -> None:
+    node = make_node(NO_STEM)
+    relay = node.gossip.tx_relay
+    ours = [transfer(node, sender=0, nonce=n) for n in range(3)]
+    for tx in ours:  # nobody to tell yet: nothing kept in the log for later
+        node.handle(TransactionSubmitted(encode(tx)), T0)
+    assert relay._log == []
+    due = timers(connect(node, "out", ConnectionKind.FULL_RELAY, T0 + 1))  # unbroadcast
+    theirs = transfer(node, sender=2)
+    receive(node, "out", Transactions([theirs]), T0 + 2)
+    assert relay._log == [txid_of(theirs)]  # kept while "out" has not been flushed
+    told = fire(node, OUTBOUND_TRICKLE_PREFIX + "out", due[OUTBOUND_TRICKLE_PREFIX + "out"])
+    assert sends(told, Inventory) == [("out", Inventory(InvKind.TRANSACTION, ours_ids(ours)))]
+    assert relay._log == []
+    assert relay.queued("out") == 0
+    assert all(relay.known_by("out", t) for t in [*ours_ids(ours), txid_of(theirs)])
+    receive(node, "out", Transactions([transfer(node, sender=4)]), T0 + 3)
+    assert relay._log == []  # only its source lacks nothing: not even logged for long
+
+
+def ours_ids(txs: list[Transaction]) -> list[bytes]:
+    return [txid_of(tx) for tx in txs]

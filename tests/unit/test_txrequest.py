@@ -102,3 +102,32 @@ def test_requests_in_flight_per_peer_are_capped_and_resume_as_answers_come() -> 
         requests.forget(got)
     requests.capacity_freed("a")
     assert len(requests.requests(T0)["a"]) == 3
+
+
+def test_each_request_times_out_at_its_own_deadline() -> None:
+    requests = tracker(("a", True), ("b", True), ("in", False))
+    requests.announced("a", txid(1), T0)
+    requests.announced("b", txid(2), T0 + 5)
+    requests.announced("in", txid(1), T0)
+    requests.announced("in", txid(2), T0)
+    assert requests.requests(T0) == {"a": [txid(1)]}
+    assert requests.requests(T0 + 5) == {"b": [txid(2)]}
+    assert requests.next_wakeup() == T0 + TX_REQUEST_TIMEOUT
+    requests.forget(txid(1))  # delivered: its deadline goes with it
+    assert requests.requests(T0 + TX_REQUEST_TIMEOUT) == {}
+    assert requests.next_wakeup() == T0 + 5 + TX_REQUEST_TIMEOUT
+    assert requests.requests(T0 + 5 + TX_REQUEST_TIMEOUT) == {"in": [txid(2)]}
+    assert requests.timed_out == ["b"]
+    assert requests.in_flight("b") == 0
+
+
+def test_a_batch_of_announcements_counts_against_the_same_cap() -> None:
+    requests = tracker(("flood", True))
+    ids = [txid(n) for n in range(MAX_PEER_ANNOUNCEMENTS + 10)]
+    assert requests.announced_many("flood", ids, T0) == MAX_PEER_ANNOUNCEMENTS
+    assert requests.announcements("flood") == MAX_PEER_ANNOUNCEMENTS
+    first = requests.requests(T0)["flood"]
+    assert first == ids[:MAX_PEER_IN_FLIGHT]  # oldest first, the rest wait for room
+    assert requests.received("flood", [*first[:2], txid(10**6)]) == 1  # one unasked
+    requests.capacity_freed("flood")
+    assert requests.requests(T0) == {"flood": ids[MAX_PEER_IN_FLIGHT : MAX_PEER_IN_FLIGHT + 2]}

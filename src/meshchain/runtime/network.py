@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -47,7 +48,7 @@ from meshchain.core.transport.session import (
     SessionEvent,
     SessionTimeouts,
 )
-from meshchain.core.wire.messages import AnyMessage, GoodbyeCode, Hello
+from meshchain.core.wire.messages import MESSAGE_CODEC, AnyMessage, GoodbyeCode, Hello
 from meshchain.runtime.driver import NodeDriver
 
 log = logging.getLogger("meshchain.p2p")
@@ -61,6 +62,11 @@ DIAL_TIMEOUT = 10.0
 # maximum-size messages (Bitcoin's -maxsendbuffer is 1 MB with smaller messages).
 MAX_SEND_BUFFER = 8 * 1024 * 1024
 USER_AGENT = f"meshchain/{__version__}"
+# Ours: encodings of messages lately sent, remembered by identity up to this many bytes,
+# so that one message object sent to many peers (an Inventory on the shared inbound
+# timer, the answer to the same request from several of them, a block announcement)
+# is encoded once rather than once per peer.
+ENCODED_MEMO_BYTES = 2 * 1024 * 1024
 
 
 class PeerConnection(asyncio.BufferedProtocol):
@@ -177,9 +183,9 @@ class PeerConnection(asyncio.BufferedProtocol):
 
     # --- driving the session -----------------------------------------------------------
 
-    def send(self, message: AnyMessage) -> None:
+    def send(self, message: AnyMessage, encoded: bytes | None = None) -> None:
         if self.session is not None and not self.session.closed:
-            self.session.send(message)
+            self.session.send(message, encoded)
             self._schedule_flush()
 
     def close(self, code: GoodbyeCode, reason: str) -> None:
@@ -278,6 +284,8 @@ class P2PService:
         self._server: asyncio.Server | None = None
         self._dialers: set[asyncio.Task[None]] = set()
         self._closing = False  # close() began: no new connection either way
+        self._encoded: OrderedDict[int, tuple[AnyMessage, bytes]] = OrderedDict()
+        self._encoded_bytes = 0
         driver.transport = self
 
     # --- lifecycle --------------------------------------------------------------------
@@ -478,7 +486,21 @@ class P2PService:
     def send(self, peer: str, message: AnyMessage) -> None:
         connection = self.peers.get(peer)
         if connection is not None:
-            connection.send(message)
+            connection.send(message, self._encoding(message))
+
+    def _encoding(self, message: AnyMessage) -> bytes:
+        """The message's encoding, made once however many peers it goes to."""
+        memo = self._encoded
+        known = memo.get(id(message))
+        if known is not None and known[0] is message:
+            return known[1]
+        encoded = MESSAGE_CODEC.encode(message)
+        memo[id(message)] = (message, encoded)  # held, so its id is not reused meanwhile
+        self._encoded_bytes += len(encoded)
+        while self._encoded_bytes > ENCODED_MEMO_BYTES and len(memo) > 1:
+            _, (_, dropped) = memo.popitem(last=False)
+            self._encoded_bytes -= len(dropped)
+        return encoded
 
     def disconnect(self, peer: str, reason: str) -> None:
         connection = self.peers.get(peer)

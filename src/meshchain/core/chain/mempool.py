@@ -35,8 +35,9 @@ from __future__ import annotations
 import enum
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from meshchain.core.chain.tx import Transaction, VerifiedTx
 from meshchain.errors import RejectCode, ValidationError
@@ -81,8 +82,9 @@ class AddResult(enum.Enum):
     REPLACED = 2  # took the place of the sender's transaction with the same nonce
 
 
-@dataclass(slots=True)
-class _Entry:
+class _Entry(msgspec.Struct, frozen=True, gc=False):
+    """A pooled transaction; untracked by the garbage collector, as `VerifiedTx` is."""
+
     vtx: VerifiedTx
     added_at: float
     seq: int  # unique per admission: tells a live heap entry from a stale one
@@ -121,9 +123,13 @@ class Mempool:
         # (added_at, seq, txid); live while _by_id[txid].seq == seq.
         self._expiry_heap: list[tuple[float, int, bytes]] = []
         # (score, -token, sender), one live entry per sender: the one whose token matches
-        # _tail_token[sender]. Negated tokens make ties pop the newest first.
+        # _tail_token[sender]. Negated tokens make ties pop the newest first. Senders
+        # changed since the heap was last needed wait in _unscored, their tokens already
+        # drawn: scores are pushed only when something must be evicted, not on every
+        # admission of a pool far from full.
         self._evict_heap: list[tuple[float, int, bytes]] = []
         self._tail_token: dict[bytes, int] = {}
+        self._unscored: dict[bytes, None] = {}
         # Per sender, kept by _insert and _remove so that admission costs O(1), not
         # O(pending): the summed amount + fee of its pooled transactions, and its
         # (lowest nonce, highest nonce, lowest fee rate), which a removal drops (the next
@@ -133,6 +139,9 @@ class Mempool:
         # Relay asks these for every transaction and every peer: the dict's own bound
         # methods, called from C, not through a Python method.
         self.has: Callable[[bytes], bool] = self._by_id.__contains__
+        # Counts removals, for callers that cache what they found here (relay's answers
+        # to requests): a lookup that succeeded stays true until something leaves.
+        self.removals = 0
 
     # -- queries -----------------------------------------------------------------------
 
@@ -177,7 +186,8 @@ class Mempool:
     def add(self, vtx: VerifiedTx, now: float) -> AddResult:
         """Admit a verified transaction or raise ValidationError saying why not."""
         result = self._admit(vtx, now)
-        self._maybe_compact()
+        if len(self._expiry_heap) > 2 * len(self._by_id) + HEAP_SLACK:
+            self._maybe_compact()
         return result
 
     def _admit(self, vtx: VerifiedTx, added_at: float) -> AddResult:
@@ -200,17 +210,17 @@ class Mempool:
                 RejectCode.FEE_TOO_LOW,
                 f"fee rate {vtx.fee_rate:.3f} < minimum {self._min_fee_rate:.3f}",
             )
-        by_nonce = self._by_sender.get(sender, {})
-        old = by_nonce.get(body.nonce)
+        by_nonce = self._by_sender.get(sender)
+        old = None if by_nonce is None else by_nonce.get(body.nonce)
         if old is not None:
             _check_replacement(old.vtx, vtx)
-        elif len(by_nonce) >= MAX_PENDING_PER_SENDER:
+        elif by_nonce is not None and len(by_nonce) >= MAX_PENDING_PER_SENDER:
             raise ValidationError(
                 RejectCode.TOO_MANY_PENDING, f"sender has {len(by_nonce)} pending transactions"
             )
         others = self._pending_cost.get(sender, 0) - (0 if old is None else tx_cost(old.vtx))
         balance = self._accounts.account_balance(sender)
-        if others + tx_cost(vtx) > balance:
+        if others + body.amount + body.fee > balance:
             raise ValidationError(
                 RejectCode.INSUFFICIENT_FUNDS,
                 f"pending cost {others + tx_cost(vtx)} > balance {balance}",
@@ -223,7 +233,9 @@ class Mempool:
         self._seq += 1
         entry = _Entry(vtx, added_at, self._seq)
         self._insert(entry)
-        self._refresh(sender)
+        self._seq += 1  # `_refresh(sender)`, which now has transactions here
+        self._tail_token[sender] = self._seq
+        self._unscored[sender] = None
         while self._bytes > self._max_bytes:
             victim = self._pop_victim()
             if victim is entry:
@@ -359,20 +371,25 @@ class Mempool:
 
     def _insert(self, entry: _Entry) -> None:
         vtx = entry.vtx
-        sender, nonce = vtx.sender, entry.nonce
+        sender, body = vtx.sender, vtx.tx.body
+        nonce, cost, rate = body.nonce, body.amount + body.fee, body.fee / vtx.size
         self._by_id[vtx.txid] = entry
         by_nonce = self._by_sender.get(sender)
         if by_nonce is None:
-            by_nonce = self._by_sender[sender] = {}
-            self._pending_cost[sender] = 0
-            self._summary[sender] = (nonce, nonce, vtx.fee_rate)
+            self._by_sender[sender] = {nonce: entry}
+            self._pending_cost[sender] = cost
+            self._summary[sender] = (nonce, nonce, rate)
         else:
+            by_nonce[nonce] = entry
+            self._pending_cost[sender] += cost
             summary = self._summary.get(sender)
             if summary is not None:
-                low, high, rate = summary
-                self._summary[sender] = (min(low, nonce), max(high, nonce), min(rate, vtx.fee_rate))
-        by_nonce[nonce] = entry
-        self._pending_cost[sender] += tx_cost(vtx)
+                low, high, low_rate = summary
+                self._summary[sender] = (
+                    nonce if nonce < low else low,
+                    nonce if nonce > high else high,
+                    rate if rate < low_rate else low_rate,
+                )
         self._bytes += vtx.size
         heapq.heappush(self._expiry_heap, (entry.added_at, entry.seq, vtx.txid))
 
@@ -380,6 +397,7 @@ class Mempool:
         """Unlink an entry; its heap items go stale. The caller refreshes the sender."""
         vtx = entry.vtx
         del self._by_id[vtx.txid]
+        self.removals += 1
         by_nonce = self._by_sender[vtx.sender]
         del by_nonce[entry.nonce]
         self._summary.pop(vtx.sender, None)
@@ -410,14 +428,27 @@ class Mempool:
             self._refresh(sender)
 
     def _refresh(self, sender: bytes) -> None:
-        """Push the sender's current eviction score; older heap items for it go stale."""
-        by_nonce = self._by_sender.get(sender)
-        if not by_nonce:
+        """Give the sender a new eviction token (its older heap items go stale); its
+        score is pushed when the heap is next needed (`_push_scores`)."""
+        if sender not in self._by_sender:
             self._tail_token.pop(sender, None)
+            self._unscored.pop(sender, None)
             return
         self._seq += 1
         self._tail_token[sender] = self._seq
-        heapq.heappush(self._evict_heap, (self._score(sender, by_nonce), -self._seq, sender))
+        self._unscored[sender] = None
+
+    def _push_scores(self) -> None:
+        """Push the current score of every sender changed since the last eviction."""
+        heap, tokens, by_sender = self._evict_heap, self._tail_token, self._by_sender
+        for sender in self._unscored:
+            by_nonce = by_sender.get(sender)
+            if by_nonce:
+                heapq.heappush(heap, (self._score(sender, by_nonce), -tokens[sender], sender))
+        self._unscored.clear()
+        if len(heap) > 2 * len(tokens) + HEAP_SLACK:
+            self._evict_heap = [item for item in heap if tokens.get(item[2]) == -item[1]]
+            heapq.heapify(self._evict_heap)
 
     def _score(self, sender: bytes, by_nonce: dict[int, _Entry]) -> float:
         """What the sender's transactions are worth to a miner, as a fee rate."""
@@ -433,6 +464,7 @@ class Mempool:
 
     def _pop_victim(self) -> _Entry:
         """The highest-nonce transaction of the lowest-scoring sender."""
+        self._push_scores()
         heap = self._evict_heap
         while True:
             _, neg_token, sender = heapq.heappop(heap)  # a live item exists while bytes > 0
@@ -442,7 +474,8 @@ class Mempool:
                 return by_nonce[max(by_nonce)]
 
     def _maybe_compact(self) -> None:
-        """Rebuild a heap once stale items outnumber live ones (plus slack)."""
+        """Rebuild the expiry heap once stale items outnumber live ones (plus slack); the
+        eviction heap is kept so by `_push_scores`."""
         if len(self._expiry_heap) > 2 * len(self._by_id) + HEAP_SLACK:
             self._expiry_heap = [
                 item
@@ -450,11 +483,6 @@ class Mempool:
                 if (entry := self._by_id.get(item[2])) is not None and entry.seq == item[1]
             ]
             heapq.heapify(self._expiry_heap)
-        if len(self._evict_heap) > 2 * len(self._tail_token) + HEAP_SLACK:
-            self._evict_heap = [
-                item for item in self._evict_heap if self._tail_token.get(item[2]) == -item[1]
-            ]
-            heapq.heapify(self._evict_heap)
 
 
 def _check_replacement(old: VerifiedTx, new: VerifiedTx) -> None:

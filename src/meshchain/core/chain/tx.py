@@ -7,7 +7,6 @@ included, so a relayer cannot swap in a bad signature without changing the Merkl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 import msgspec
@@ -61,20 +60,26 @@ def compute_txid(body: TxBody) -> bytes:
 
 # Transaction objects whose txid we computed lately, by identity. Flood relay hands the
 # same object to a node several times (and, in the simulator, to every node), and each
-# time it must be checked against the mempool first.
+# time it must be checked against the mempool first. Two generations of plain dicts:
+# forgetting is O(1), where evicting the oldest entry of one full dict (`next(iter(d))`)
+# scans every slot deleted at its front: microseconds per transaction once a node had
+# seen 65,536 of them.
 TXID_CACHE_SIZE = 65_536
 _txid_cache: dict[int, tuple[Transaction, bytes]] = {}
+_txid_cache_older: dict[int, tuple[Transaction, bytes]] = {}
 
 
 def txid_of(tx: Transaction) -> bytes:
     """`compute_txid(tx.body)`, remembered for recently seen transaction objects."""
-    cached = _txid_cache.get(id(tx))
+    global _txid_cache, _txid_cache_older
+    key = id(tx)
+    cached = _txid_cache.get(key) or _txid_cache_older.get(key)
     if cached is not None and cached[0] is tx:
         return cached[1]
     txid = _txid_hash(encode(tx.body))
-    if len(_txid_cache) >= TXID_CACHE_SIZE:
-        del _txid_cache[next(iter(_txid_cache))]
-    _txid_cache[id(tx)] = (tx, txid)
+    if len(_txid_cache) >= TXID_CACHE_SIZE // 2:
+        _txid_cache_older, _txid_cache = _txid_cache, {}
+    _txid_cache[key] = (tx, txid)  # held, so no other object takes its id meanwhile
     return txid
 
 
@@ -84,9 +89,13 @@ def sign_transaction(body: TxBody, key: SecretKey, aux_rand: bytes | None = None
     return Transaction(body, key.sign(compute_txid(body), aux_rand))
 
 
-@dataclass(frozen=True, slots=True)
-class VerifiedTx:
-    """A transaction whose signature checked out, with its derived values computed once."""
+class VerifiedTx(msgspec.Struct, frozen=True, gc=False):
+    """A transaction whose signature checked out, with its derived values computed once.
+
+    A struct the garbage collector does not track (it holds only immutable values, so no
+    cycle can pass through it): a mempool of them would otherwise make every full
+    collection walk them all, and one is made for every transaction relayed.
+    """
 
     tx: Transaction
     txid: bytes

@@ -64,10 +64,6 @@ class Gossip:
         self.block_relay = BlockRelay(config.compact_blocks, node.rng)
         self.dandelion = Dandelion(config, node.rng)
         self.stempool = Mempool(node.chain.ledger, max_bytes=MAX_STEMPOOL_BYTES)
-        # While a Transactions message is handled: its source, and the transactions it
-        # brought into the mempool, announced together at the end (`_transactions`).
-        self._batch: list[bytes] | None = None
-        self._batch_source: PeerId | None = None
 
     def message_handlers(self) -> dict[type, Handler]:
         return {
@@ -151,12 +147,15 @@ class Gossip:
 
     def fluffed(self, txid: bytes, source: PeerId | None, now: float) -> list[Action]:
         """A transaction entered the mempool: it is public now; announce it."""
-        if self.stempool.remove(txid) is not None:
-            self.dandelion.lift(txid)
-        if self._batch is not None and source == self._batch_source:
-            self._batch.append(txid)
-            return []
+        self._out_of_stem([txid])
         return self.tx_relay.announce(txid, source, now)
+
+    def _out_of_stem(self, txids: list[bytes]) -> None:
+        """Public now: whatever of these the stempool held leaves it and its embargo."""
+        if len(self.stempool):
+            for txid in txids:
+                if self.stempool.remove(txid) is not None:
+                    self.dandelion.lift(txid)
 
     def _fluff(self, vtx: VerifiedTx, now: float) -> list[Action]:
         self.stempool.remove(vtx.txid)
@@ -190,20 +189,33 @@ class Gossip:
         ]
 
     def _transactions(self, peer: PeerId, message: Transactions, now: float) -> list[Action]:
+        """The answer to our requests: each new transaction into the mempool (what
+        `Node.accept_transaction` does, for a whole message), the accepted ones
+        announced together."""
         node, relay = self.node, self.tx_relay
-        actions: list[Action] = []
-        batch: list[bytes] = []
-        self._batch, self._batch_source = batch, peer
-        try:
-            for tx in message.transactions:
-                txid = txid_of(tx)
-                actions += relay.delivered(peer, txid, now)
-                if txid not in node.mempool:
+        txs = message.transactions
+        txids = [txid_of(tx) for tx in txs]
+        actions = relay.delivered(peer, txids, now)
+        pool = node.mempool
+        in_pool = pool.has
+        if node.flood:
+            for tx, txid in zip(txs, txids):
+                if not in_pool(txid):
                     actions += node.accept_transaction(tx, None, now, peer)
-        finally:
-            self._batch = None
-        if batch:
-            actions += relay.announce_many(batch, peer, now)
+            return actions + relay.after_delivery(peer, now)
+        admit = node.admit
+        accepted: list[bytes] = []
+        for tx, txid in zip(txs, txids):
+            if not in_pool(txid):
+                vtx, refused = admit(pool, tx, None, now, peer)
+                if vtx is None:
+                    actions += refused
+                else:
+                    accepted.append(txid)
+        if accepted:
+            actions += [TransactionAccepted(txid) for txid in accepted]
+            self._out_of_stem(accepted)
+            actions += relay.announce_many(accepted, peer, now)
         return actions + relay.after_delivery(peer, now)
 
     # --- inventory ------------------------------------------------------------------

@@ -268,10 +268,12 @@ class SecureSession:
         partial = " mid-message" if self._inbound_size or mid_record else ""
         self._finish(f"connection closed by peer{partial}", by_peer=True)
 
-    def send(self, message: AnyMessage) -> None:
+    def send(self, message: AnyMessage, encoded: bytes | None = None) -> None:
+        """Queue a message; `encoded` is its canonical encoding when the caller has it
+        already (a message sent to many peers is encoded once, not once per peer)."""
         if self.state is not SessionState.OPEN:
             raise LocalProtocolError(f"cannot send {type(message).__name__} while {self.state}")
-        self._queue(message)
+        self._queue(message, encoded)
 
     def data_to_send(self) -> bytes:
         """Everything to write now, as one string (`chunks_to_send`, joined)."""
@@ -495,11 +497,15 @@ class SecureSession:
             self.state = SessionState.OPEN
             self._events.append(SessionEstablished(hello))
 
-    def _queue(self, message: AnyMessage) -> None:
+    def _queue(self, message: AnyMessage, encoded: bytes | None = None) -> None:
         plain = self._plain_out
         header = len(plain)
         plain += bytes(RECORD_HEADER_SIZE)  # the length, filled in once known
-        size = MESSAGE_CODEC.encode_onto(message, plain)
+        if encoded is None:
+            size = MESSAGE_CODEC.encode_onto(message, plain)
+        else:
+            plain += encoded
+            size = len(encoded)
         if size > MAX_MESSAGE_SIZE:
             del plain[header:]
             raise LocalProtocolError(f"message of {size} bytes exceeds {MAX_MESSAGE_SIZE}")
