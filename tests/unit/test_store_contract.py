@@ -536,3 +536,21 @@ def test_sqlite_indexes_a_batch_of_txs_as_one_statement_each_would(db_path: Path
         assert store.find_tx(first.txid) == moved
         assert store.txs_by_address(a, 10) == []
         assert store.txs_by_address(c, 10) == [other, moved]  # newest first
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_data(db_path: Path) -> None:
+    with SqliteChainStore(db_path) as store:
+        store.write(_full_batch())
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE consensus_wal")  # what a store made before version 2 lacks
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    reference = MemoryStore()
+    reference.write(_full_batch())
+    with SqliteChainStore(db_path) as reopened:
+        assert _snapshot(reopened) == _snapshot(reference)
+        reopened.write(WriteBatch(wal_append=[(1, b"vote")], meta={"x": b"y"}))
+        assert reopened.wal_records() == [(1, b"vote")]
+        assert reopened._conn is not None
+        assert reopened._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

@@ -19,7 +19,7 @@ from meshchain.errors import StoreError
 
 __all__ = ["SCHEMA_VERSION", "SqliteChainStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _WEIGHT_SIZE = 32  # chain weights are cumulative work, up to 2**256: stored big-endian
 _SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 # Ours: the page cache, KiB. SQLite's default is 2 MB, less than the index pages one
@@ -30,6 +30,12 @@ PAGE_CACHE_KIB = 64 * 1024
 # Meta key present once the store has connected blocks without indexing their transactions.
 _TX_INDEX_OFF = "tx_index_off"
 
+# Version 2: the BFT write-ahead log (core/consensus/bftwal.py).
+_CONSENSUS_WAL_TABLE = """CREATE TABLE IF NOT EXISTS consensus_wal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    height INTEGER NOT NULL,
+    record BLOB NOT NULL
+)"""
 # Small, hot rows are WITHOUT ROWID; tables of large blobs keep a rowid (SQLite's advice).
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS block_index (
@@ -68,12 +74,10 @@ _SCHEMA = (
         ON tx_addresses (address, height, position)""",
     "CREATE TABLE IF NOT EXISTS tip (id INTEGER PRIMARY KEY CHECK (id = 0), hash BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
-    """CREATE TABLE IF NOT EXISTS consensus_wal (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        height INTEGER NOT NULL,
-        record BLOB NOT NULL
-    )""",
+    _CONSENSUS_WAL_TABLE,
 )
+# Schema changes by version: what turns a store of version k - 1 into version k.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {2: (_CONSENSUS_WAL_TABLE,)}
 
 _ENTRY_COLUMNS = "hash, parent, height, timestamp_ms, chain_weight, sequence, invalid"
 _PUT_ENTRY = f"INSERT OR REPLACE INTO block_index ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -158,7 +162,7 @@ class SqliteChainStore:
         """Check the schema version before changing anything, then configure and migrate."""
         # Reading the header is also what exposes a file that is not SQLite at all.
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version not in (0, SCHEMA_VERSION):
+        if not 0 <= version <= SCHEMA_VERSION:
             raise StoreError(
                 f"{self._path!r} has schema version {version}; this meshchain reads only"
                 f" version {SCHEMA_VERSION} (is it from a newer release?)"
@@ -168,11 +172,16 @@ class SqliteChainStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={mode}")
         conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
-        if version == 0:
-            # One transaction: a crash here leaves an empty file, never half a schema.
+        if version < SCHEMA_VERSION:
+            # One transaction: a crash here leaves the file as it was, never half a schema.
+            statements = (
+                _SCHEMA
+                if version == 0
+                else [sql for v in range(version + 1, SCHEMA_VERSION + 1) for sql in _MIGRATIONS[v]]
+            )
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA:
+                for statement in statements:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 conn.execute("COMMIT")
