@@ -30,6 +30,9 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/tx_validation.py
 	$(BIN)/python bench/transport.py
+	$(BIN)/python bench/relay.py
+	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/consensus.py
 	$(BIN)/python bench/sim_scale.py --duration 60
 
 clean:
