@@ -68,11 +68,12 @@ class PlainSession:
         if not self.closed:
             self._finish("connection closed by peer", True)
 
-    def send(self, message: AnyMessage) -> None:
-        """As `SecureSession._queue`: encode, check the size, append one record."""
+    def send(self, message: AnyMessage, encoded: bytes | None = None) -> None:
+        """As `SecureSession.send`: encode (unless given), check the size, append one
+        record."""
         if self.closed:
             raise LocalProtocolError("cannot send on a closed session")
-        raw = MESSAGE_CODEC.encode(message)
+        raw = MESSAGE_CODEC.encode(message) if encoded is None else encoded
         if len(raw) > MAX_MESSAGE_SIZE:
             raise LocalProtocolError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_SIZE}")
         self._out.append(len(raw).to_bytes(RECORD_HEADER_SIZE, "big"))
