@@ -6,6 +6,8 @@ mistyped address is rejected instead of burning funds.
 
 from __future__ import annotations
 
+import functools
+
 from bech32m import codecs as bech32
 
 from meshchain.core.crypto.hashing import tagged_hasher
@@ -19,6 +21,12 @@ MAX_ADDRESS_TEXT_LENGTH = 90
 _address_hash = tagged_hasher("meshchain/address")
 
 
+# Ours: senders repeat (a wallet sends many transactions), and every transaction a node
+# admits needs its sender's address: remember this many (~100 bytes each).
+ADDRESS_CACHE_SIZE = 16_384
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def address_from_public_key(public_key: bytes) -> bytes:
     """The 20-byte account address of a 32-byte x-only public key."""
     return _address_hash(public_key)[:ADDRESS_SIZE]
