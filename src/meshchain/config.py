@@ -55,6 +55,7 @@ NODE_KEY_FILE = "keys/node.key"
 VALIDATOR_KEY_FILE = "keys/validator.key"
 DATABASE_FILE = "chain.sqlite"
 DEFAULT_P2P_PORT = 26656  # CometBFT's default p2p port
+DEFAULT_API_PORT = 26657  # CometBFT's default RPC port
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 
@@ -101,12 +102,20 @@ class _StorageSection(msgspec.Struct, forbid_unknown_fields=True):
     tx_index: bool = True
 
 
+class _ApiSection(msgspec.Struct, forbid_unknown_fields=True):
+    # JSON-RPC over HTTP and WebSocket, and /metrics, on one port; "" runs no API.
+    listen: str = f"127.0.0.1:{DEFAULT_API_PORT}"
+    # When set, write methods (broadcasts, unban) need `Authorization: Bearer <token>`.
+    token: str = ""
+
+
 class ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
     node: _NodeSection = msgspec.field(default_factory=_NodeSection)
     p2p: _P2PSection = msgspec.field(default_factory=_P2PSection)
     chain: _ChainSection = msgspec.field(default_factory=_ChainSection)
     relay: _RelaySection = msgspec.field(default_factory=_RelaySection)
     storage: _StorageSection = msgspec.field(default_factory=_StorageSection)
+    api: _ApiSection = msgspec.field(default_factory=_ApiSection)
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,11 @@ class DataDir:
 
     def listen_address(self) -> tuple[str, int]:
         return parse_host_port(self.config.p2p.listen, "p2p.listen")
+
+    def api_address(self) -> tuple[str, int] | None:
+        """Where the API listens; None when `[api] listen` is empty (no API)."""
+        listen = self.config.api.listen
+        return parse_host_port(listen, "api.listen") if listen else None
 
     def bandwidth(self) -> BandwidthLimits:
         p2p = self.config.p2p

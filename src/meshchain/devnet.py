@@ -40,6 +40,7 @@ class NodeProcess:
     host: str
     port: int
     log_level: str = "info"
+    api_port: int = 0  # the JSON-RPC API's, on `host`
     profile: Path | None = None  # run under cProfile, the stats written here on exit
     process: subprocess.Popen[bytes] | None = None
     logs: list[Path] = field(default_factory=list)
@@ -134,6 +135,7 @@ def create_devnet(
     count = len(node_keys)
     hosts = [f"127.0.0.{FIRST_HOST + i}" for i in range(count)]
     ports = [free_port(host) for host in hosts]
+    api_ports = [free_port(host) for host in hosts]
     nodes = []
     for index in range(count):
         home = root / f"node{index}"
@@ -145,6 +147,9 @@ def create_devnet(
         config.p2p.peers += list(extra_peers)
         config.p2p.discovery = False
         config.storage.tx_index = tx_index
+        config.api.listen = f"{hosts[index]}:{api_ports[index]}"
         save_config(home, config)
-        nodes.append(NodeProcess(home, hosts[index], ports[index], log_level))
+        nodes.append(
+            NodeProcess(home, hosts[index], ports[index], log_level, api_port=api_ports[index])
+        )
     return ProcessNet(genesis, nodes)

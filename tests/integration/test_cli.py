@@ -172,7 +172,13 @@ def test_two_node_processes_connect_and_the_follower_gets_blocks(tmp_path: Path)
     producer_home, follower_home = tmp_path / "a", tmp_path / "b"
     assert (
         meshchain(
-            "init", "--datadir", str(producer_home), "--listen", f"127.0.0.1:{producer_port}"
+            "init",
+            "--datadir",
+            str(producer_home),
+            "--listen",
+            f"127.0.0.1:{producer_port}",
+            "--api",
+            f"127.0.0.1:{free_port()}",
         ).returncode
         == 0
     )
@@ -185,6 +191,8 @@ def test_two_node_processes_connect_and_the_follower_gets_blocks(tmp_path: Path)
             f"127.0.0.1:{follower_port}",
             "--peer",
             f"127.0.0.1:{producer_port}",
+            "--api",
+            f"127.0.0.1:{free_port()}",
         ).returncode
         == 0
     )

@@ -101,6 +101,7 @@ def make_network(tmp_path: Path) -> dict[str, Path]:
     peers = {"producer": [], "follower": ["producer"], "fresh": ["producer", "follower"]}
     for name, home in homes.items():
         args = ["init", "--datadir", str(home), "--listen", f"127.0.0.1:{ports[name]}"]
+        args += ["--api", f"127.0.0.1:{free_port()}"]  # each its own API port
         for peer in peers[name]:
             args += ["--peer", f"127.0.0.1:{ports[peer]}"]
         meshchain(*args)

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from meshchain import __version__
+from meshchain.api.server import ApiServer
 from meshchain.cli.demo import demo
 from meshchain.cli.progress import SyncBar, terminal_logging
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
@@ -56,6 +57,7 @@ def cli() -> None:
 @click.option("--chain-name", default=None, help="Human name of the chain.")
 @click.option("--listen", default=None, help="HOST:PORT to listen on (config [p2p] listen).")
 @click.option("--peer", "peers", multiple=True, help="HOST:PORT to stay connected to.")
+@click.option("--api", default=None, help='HOST:PORT of the JSON-RPC API ([api] listen; "" none).')
 @click.option("--force", is_flag=True, help="Overwrite an existing data directory.")
 def init(
     datadir: Path,
@@ -63,6 +65,7 @@ def init(
     chain_name: str | None,
     listen: str | None,
     peers: tuple[str, ...],
+    api: str | None,
     force: bool,
 ) -> None:
     """Create a single-node chain: genesis.toml, config.toml and keys.
@@ -89,12 +92,16 @@ def init(
             parse_host_port(listen, "--listen")
         for peer in peers:
             parse_host_port(peer, "--peer")
+        if api:
+            parse_host_port(api, "--api")
         create_datadir(datadir, genesis, node_key, validator_key, force=force)
         write_key(datadir / INIT_WALLET_KEY_FILE, wallet_key)
-        if listen is not None or peers:
+        if listen is not None or peers or api is not None:
             home = open_datadir(datadir)
             if listen is not None:
                 home.config.p2p.listen = listen
+            if api is not None:
+                home.config.api.listen = api
             home.config.p2p.peers = list(peers)
             save_config(datadir, home.config)
     except MeshchainError as error:
@@ -143,8 +150,9 @@ def node(datadir: Path, log_level: str) -> None:
     """Run a node from its data directory until SIGINT or SIGTERM.
 
     It listens on `[p2p] listen` of config.toml, keeps connected to `[p2p] peers` and
-    finds more peers from `[p2p] bootstrap` and peer exchange. On a terminal a progress
-    bar shows a sync; elsewhere the log says how it goes.
+    finds more peers from `[p2p] bootstrap` and peer exchange; it serves the JSON-RPC
+    API and /metrics on `[api] listen`. On a terminal a progress bar shows a sync;
+    elsewhere the log says how it goes.
     """
     console = Console(stderr=True)
     if console.is_terminal:
@@ -165,6 +173,7 @@ def node(datadir: Path, log_level: str) -> None:
             genesis, home.validator_key(), home.beneficiary(), peers, home.relay_config()
         )
         listen = home.listen_address()
+        api = home.api_address()
         bandwidth = home.bandwidth()
         store = SqliteChainStore(
             home.database,
@@ -188,7 +197,7 @@ def node(datadir: Path, log_level: str) -> None:
         driver.observers.append(bar)
         driver.log_sync_progress = False
     try:
-        asyncio.run(_run_node(driver, p2p, listen))
+        asyncio.run(_run_node(driver, p2p, listen, api, home.config.api.token))
     except OSError as error:
         _fail(error)
     finally:
@@ -196,12 +205,27 @@ def node(datadir: Path, log_level: str) -> None:
         store.close()
 
 
-async def _run_node(driver: NodeDriver, p2p: P2PConfig, listen: tuple[str, int]) -> None:
+async def _run_node(
+    driver: NodeDriver,
+    p2p: P2PConfig,
+    listen: tuple[str, int],
+    api: tuple[str, int] | None,
+    token: str,
+) -> None:
     stop = stop_on_signals()
     log = logging.getLogger("meshchain.node")
     chain = driver.node.chain
     service = P2PService(driver, p2p)
     await service.listen(*listen)
+    server = None
+    if api is not None:
+        server = ApiServer(driver, token=token, p2p=service)
+        try:
+            host, port = await server.start(*api)
+        except OSError:
+            await service.close()
+            raise
+        log.info("api on http://%s:%d (JSON-RPC, /websocket, /metrics)", host, port)
     log.info(
         "node %s on chain %s at height %d",
         p2p.identity.public_key.hex()[:16],
@@ -210,6 +234,8 @@ async def _run_node(driver: NodeDriver, p2p: P2PConfig, listen: tuple[str, int])
     )
     driver.feed(NodeStarted())
     await stop.wait()
+    if server is not None:
+        await server.close()
     driver.stop()
     await service.close()
     log.info("stopped at height %d", chain.height)

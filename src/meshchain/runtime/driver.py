@@ -70,6 +70,10 @@ class NodeDriver:
         self.clock = clock
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.observers: list[Callable[[Action], None]] = []
+        # Called with every input once the node has handled it: peers connecting and
+        # leaving are inputs, not actions, and the API's subscribers want them. Keep them
+        # cheap: they see every message received.
+        self.input_observers: list[Callable[[Input], None]] = []
         self.transport: Transport | None = None
         self.miner = Miner(lambda block: self.feed(BlockMined(block)))
         # Once stopped, the node's clock stands still and it opens no connection: the
@@ -83,6 +87,8 @@ class NodeDriver:
 
     def feed(self, event: Input) -> list[Action]:
         actions = self.node.handle(event, self.clock())
+        for input_observer in self.input_observers:
+            input_observer(event)
         observed, execute = bool(self.observers), self._execute
         for action in actions:
             # One TransactionAccepted per transaction relayed: a notice with nothing to

@@ -69,6 +69,27 @@ USER_AGENT = f"meshchain/{__version__}"
 ENCODED_MEMO_BYTES = 2 * 1024 * 1024
 
 
+@dataclass
+class Traffic:
+    """What crossed the wire, for `/metrics`: messages and their encoded bytes by message
+    type (keyed by class: one dict lookup per message), and raw bytes (Noise framing and
+    handshakes included) each way."""
+
+    received: dict[type, list[int]] = field(default_factory=dict)  # type: [count, bytes]
+    sent: dict[type, list[int]] = field(default_factory=dict)
+    wire_received: int = 0
+    wire_sent: int = 0
+
+    @staticmethod
+    def count(table: dict[type, list[int]], kind: type, size: int) -> None:
+        entry = table.get(kind)
+        if entry is None:
+            table[kind] = [1, size]
+        else:
+            entry[0] += 1
+            entry[1] += size
+
+
 class PeerConnection(asyncio.BufferedProtocol):
     """One TCP connection and its session."""
 
@@ -133,6 +154,7 @@ class PeerConnection(asyncio.BufferedProtocol):
         session = self.session
         if session is None:
             return
+        self.service.traffic.wire_received += nbytes
         session.receive_data(self._view[:nbytes], self.service.clock())  # read, not kept
         self._after_activity()
         self._owed += nbytes
@@ -215,6 +237,7 @@ class PeerConnection(asyncio.BufferedProtocol):
             return
         chunks = session.chunks_to_send()
         if chunks:
+            self.service.traffic.wire_sent += sum(map(len, chunks))
             transport.writelines(chunks)
         if session.closed:
             transport.close()
@@ -286,6 +309,7 @@ class P2PService:
         self._closing = False  # close() began: no new connection either way
         self._encoded: OrderedDict[int, tuple[AnyMessage, bytes]] = OrderedDict()
         self._encoded_bytes = 0
+        self.traffic = Traffic()
         driver.transport = self
 
     # --- lifecycle --------------------------------------------------------------------
@@ -448,6 +472,7 @@ class P2PService:
                     )
                 )
             case MessageArrived(message, size):
+                Traffic.count(self.traffic.received, type(message), size)
                 if connection.peer_id is not None:
                     self.driver.feed(MessageReceived(connection.peer_id, message, size))
             case PongReceived(rtt):
@@ -486,7 +511,9 @@ class P2PService:
     def send(self, peer: str, message: AnyMessage) -> None:
         connection = self.peers.get(peer)
         if connection is not None:
-            connection.send(message, self._encoding(message))
+            encoded = self._encoding(message)
+            Traffic.count(self.traffic.sent, type(message), len(encoded))
+            connection.send(message, encoded)
 
     def _encoding(self, message: AnyMessage) -> bytes:
         """The message's encoding, made once however many peers it goes to."""
