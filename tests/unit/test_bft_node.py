@@ -7,6 +7,7 @@ from bftkit import BftNet
 
 from meshchain.core.chain.block import block_hash
 from meshchain.core.consensus.bft import BftEngine
+from meshchain.core.consensus.bftevidence import duplicate
 from meshchain.core.consensus.bftnode import COMMIT_META_KEY
 from meshchain.core.consensus.bftwal import _WAL_CODEC, WalProposal, WalVote
 from meshchain.core.consensus.bftwire import COMMIT_CODEC, SEAL_CODEC, BftSeal, Commit, SignedVote
@@ -22,6 +23,7 @@ from meshchain.core.store import WriteBatch
 from meshchain.core.wire.messages import (
     BlockMessage,
     CommitMessage,
+    EvidenceMessage,
     GetBlocks,
     GetHeaders,
     VoteMessage,
@@ -176,6 +178,14 @@ def test_an_equivocation_is_detected_gossiped_and_committed_as_evidence() -> Non
         for evidence in bft.seal_of(chain.header(chain.hash_at(h) or b"")).evidence  # type: ignore[arg-type]
     ]
     assert named == [bft.index[cheat.public_key]]  # once, not again in later blocks
+    # A validator restarted after that still knows the evidence is recorded: offered
+    # it again by a peer, it neither keeps nor gossips it.
+    net.crash(2)
+    restarted = net.start(2)
+    assert restarted.bft is not None
+    offered = EvidenceMessage(duplicate(first, second))
+    assert restarted.handle(MessageReceived("0", offered, 100), net.now) == []
+    assert restarted.bft.evidence.pending == {}
 
 
 def observer_left_behind(heights: int) -> BftNet:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from meshchain.core.chain.block import Block, block_hash
-from meshchain.core.consensus.bft import BftEngine
+from meshchain.core.consensus.bft import MAX_EVIDENCE_AGE_HEIGHTS, BftEngine
 from meshchain.core.consensus.bftevidence import EvidencePool, duplicate
 from meshchain.core.consensus.bftwal import (
     ConsensusLog,
@@ -123,6 +123,7 @@ class BftConsensus:
         self.log = ConsensusLog(node.chain.store)
         self.tip_commit = self._stored_commit()
         self.evidence = EvidencePool()
+        self._recall_recorded_evidence()
         self._helped: dict[PeerId, tuple[int, float]] = {}
         self._timeouts: dict[TimeoutKind, tuple[int, int]] = {}  # kind -> height, round
         self._now = 0.0
@@ -138,6 +139,15 @@ class BftConsensus:
         self._slot_values: dict[tuple[int, int, int], list[bytes]] = {}
         self._own: dict[tuple[int, int], SignedVote | SignedProposal] = {}  # (step, round)
         self._future: list[tuple[PeerId, Message]] = []
+
+    def _recall_recorded_evidence(self) -> None:
+        """After a restart: the evidence blocks recorded lately (evidence older than
+        MAX_EVIDENCE_AGE_HEIGHTS is refused anyway), so it is never recorded twice."""
+        top = self.chain.height
+        for height in range(max(1, top - MAX_EVIDENCE_AGE_HEIGHTS), top + 1):
+            header = self.chain.header(self.chain.hash_at(height) or b"")
+            if header is not None:
+                self.evidence.recorded(self.engine.seal_of(header).evidence)
 
     def _stored_commit(self) -> Commit | None:
         raw = self.chain.store.get_meta(COMMIT_META_KEY)
