@@ -127,15 +127,22 @@ def create_devnet(
     extra_peers: Sequence[str] = (),
     log_level: str = "info",
     tx_index: bool = True,
+    base_port: int | None = None,
 ) -> ProcessNet:
     """Data directories under `root` for one node per node key, not started; node i
     validates with `validator_keys[i]` if there is one. Every node keeps connected to
     all the others and to `extra_peers` (HOST:PORT, e.g. a benchmark's load peers);
-    `tx_index` is each node's `[storage] tx_index`."""
+    `tx_index` is each node's `[storage] tx_index`. With `base_port` P node i listens
+    on P + 2i and serves its API on P + 2i + 1 (predictable ports for firewalls and
+    scripts); without, free ports."""
     count = len(node_keys)
     hosts = [f"127.0.0.{FIRST_HOST + i}" for i in range(count)]
-    ports = [free_port(host) for host in hosts]
-    api_ports = [free_port(host) for host in hosts]
+    if base_port is None:
+        ports = [free_port(host) for host in hosts]
+        api_ports = [free_port(host) for host in hosts]
+    else:
+        ports = [base_port + 2 * i for i in range(count)]
+        api_ports = [base_port + 2 * i + 1 for i in range(count)]
     nodes = []
     for index in range(count):
         home = root / f"node{index}"
