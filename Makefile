@@ -1,5 +1,5 @@
 # One command for the main job, one for the tests; each sets up what it needs first.
-#   make demo   a local chain making blocks from live demo traffic (later: the devnet)
+#   make demo   a local devnet: several node processes making blocks from live traffic
 #   make test   the whole test suite, then the linters
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/meshchain demo
+	$(BIN)/meshchain devnet
 
 test: setup
 	$(BIN)/pytest
@@ -36,4 +36,4 @@ bench: setup
 	$(BIN)/python bench/sim_scale.py --duration 60
 
 clean:
-	rm -rf $(VENV) demo-data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-data devnet-data .mypy_cache .ruff_cache .pytest_cache

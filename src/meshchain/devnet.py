@@ -9,6 +9,8 @@ node's log and store. A node can run under cProfile (`NodeProcess.profile`).
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import re
 import signal
 import socket
@@ -25,6 +27,7 @@ from meshchain.core.chain.chainstate import ChainState
 from meshchain.core.chain.genesis import Genesis
 from meshchain.core.consensus import engine_for
 from meshchain.core.crypto.keys import SecretKey
+from meshchain.runtime.miner import die_with_parent
 from meshchain.storage.sqlite import SqliteChainStore
 
 # Seconds to wait for a condition or a process: generous, a shared 2-core machine can be
@@ -51,8 +54,12 @@ class NodeProcess:
         profiler = [] if self.profile is None else ["-m", "cProfile", "-o", str(self.profile)]
         command = [sys.executable, *profiler, "-m", "meshchain", "node"]
         command += ["--datadir", str(self.home), "--log-level", self.log_level]
+        # A node outlives no devnet, test or bench that started it, even one SIGKILLed.
+        on_orphaned = functools.partial(die_with_parent, os.getpid(), signal.SIGTERM)
         with log.open("wb") as sink:
-            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=sink, preexec_fn=on_orphaned
+            )
 
     def kill(self) -> None:
         """SIGKILL: no flush, no goodbye."""
@@ -127,15 +134,22 @@ def create_devnet(
     extra_peers: Sequence[str] = (),
     log_level: str = "info",
     tx_index: bool = True,
+    base_port: int | None = None,
 ) -> ProcessNet:
     """Data directories under `root` for one node per node key, not started; node i
     validates with `validator_keys[i]` if there is one. Every node keeps connected to
     all the others and to `extra_peers` (HOST:PORT, e.g. a benchmark's load peers);
-    `tx_index` is each node's `[storage] tx_index`."""
+    `tx_index` is each node's `[storage] tx_index`. With `base_port` P node i listens
+    on P + 2i and serves its API on P + 2i + 1 (predictable ports for firewalls and
+    scripts); without, free ports."""
     count = len(node_keys)
     hosts = [f"127.0.0.{FIRST_HOST + i}" for i in range(count)]
-    ports = [free_port(host) for host in hosts]
-    api_ports = [free_port(host) for host in hosts]
+    if base_port is None:
+        ports = [free_port(host) for host in hosts]
+        api_ports = [free_port(host) for host in hosts]
+    else:
+        ports = [base_port + 2 * i for i in range(count)]
+        api_ports = [base_port + 2 * i + 1 for i in range(count)]
     nodes = []
     for index in range(count):
         home = root / f"node{index}"

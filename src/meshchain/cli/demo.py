@@ -1,8 +1,9 @@
 """`meshchain demo`: a private proof-of-authority chain making blocks from live traffic.
 
-The best runnable thing until the devnet lands: a real node core on the real SQLite
-store, driven by the asyncio runtime, fed signed transfers between demo wallets, with a
-live table. Run it again with the same --datadir and it resumes the chain.
+One node in one process, no sockets (`meshchain devnet` is the multi-process network):
+a real node core on the real SQLite store, driven by the asyncio runtime, fed signed
+transfers between demo wallets, with a live table. Run it again with the same --datadir
+and it resumes the chain.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`meshchain` — the command line: init, keys, node, demo."""
+"""`meshchain` — the command line: init, keys, node, demo, devnet."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from meshchain import __version__
 from meshchain.api.server import ApiServer
 from meshchain.cli.demo import demo
+from meshchain.cli.devnet import devnet
 from meshchain.cli.progress import SyncBar, terminal_logging
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
 from meshchain.cli.sim import sim
@@ -242,6 +243,7 @@ async def _run_node(
 
 
 cli.add_command(demo)
+cli.add_command(devnet)
 cli.add_command(sim)
 
 

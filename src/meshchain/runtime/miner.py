@@ -33,13 +33,14 @@ MINING_BATCH = 30_000
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: a worker whose node is killed (SIGKILL leaves no chance to
-    shut the pool down) must not go on hashing as an orphan."""
+def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
+    """Run in a child process: when the process (strictly, the thread) that started it
+    dies, even by SIGKILL, the child gets `signum` instead of living on as an orphan. A
+    mining worker gets SIGKILL; a devnet's node processes get SIGTERM, to stop cleanly."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the node died before the line above took effect
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(0)
 
 
@@ -61,7 +62,7 @@ class Miner:
             self._executor = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=context,
-                initializer=_die_with_parent,
+                initializer=die_with_parent,
                 initargs=(os.getpid(),),
             )
         if self._task is None or self._task.done():
