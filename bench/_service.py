@@ -16,7 +16,7 @@ from meshchain.core.transport.session import (
     SecureSession,
 )
 from meshchain.core.wire.messages import Hello
-from meshchain.runtime.network import P2PService, PeerConnection
+from meshchain.runtime.network import P2PService, PeerConnection, Traffic
 
 
 class BenchService(P2PService):
@@ -32,6 +32,7 @@ class BenchService(P2PService):
         self.admission = AdmissionPolicy(chain_id)
         self.receive_limits = BandwidthLimits(None, None)  # a benchmark measures, uncapped
         self.bandwidth = GlobalBandwidth(self.receive_limits, self.clock())
+        self.traffic = Traffic()  # counted as a node counts it, for the same cost
 
     def admit(self, connection: PeerConnection) -> bool:
         return True

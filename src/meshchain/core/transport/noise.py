@@ -110,7 +110,9 @@ class CipherState:
         aead = self._aead
         if aead is None:
             return bytes(ciphertext)
-        n = self._receive_nonce(ciphertext)
+        n = self._n  # `_receive_nonce` written out: this runs once per transport frame
+        if n >= MAX_NONCE:
+            raise NoiseError("peer exceeded the nonce space")
         try:
             plaintext = aead.decrypt(self._pack(n), ciphertext, ad)
         except InvalidTag:

@@ -146,6 +146,14 @@ SessionEvent = (
 )
 
 
+def _decode_record(raw: bytes | memoryview) -> AnyMessage:
+    """A record's message; an undecodable one is the peer's protocol violation."""
+    try:
+        return MESSAGE_CODEC.decode(raw)
+    except DecodeError as exc:
+        raise RemoteProtocolError(f"undecodable message: {exc.reason}") from None
+
+
 class SecureSession:
     def __init__(
         self,
@@ -163,6 +171,7 @@ class SecureSession:
         self.policy = policy
         self.initiator = initiator
         self.timeouts = timeouts
+        self._inactivity = timeouts.inactivity
         self.expected_identity = expected_identity
         self.state = SessionState.HANDSHAKING
         self.closed = False  # state is CLOSED (an attribute: it is read on every record)
@@ -214,6 +223,19 @@ class SecureSession:
         size = len(data)
         self.bytes_received += size
         self._last_received = now
+        if (
+            LENGTH_PREFIX_SIZE < size <= SMALL_FRAME
+            and size - LENGTH_PREFIX_SIZE == ((data[0] << 8) | data[1])
+            and not self._inbound_size
+            and self._handshake is None
+            and self._records_start == self._records_end
+        ):
+            # One whole small frame: what a quiet link reads each time (a ping, a vote).
+            try:
+                self._open_small(data[LENGTH_PREFIX_SIZE:], now)
+            except RemoteProtocolError as error:
+                self._fail(str(error), GoodbyeCode.PROTOCOL_VIOLATION)
+            return
         with memoryview(data) as stream:
             position = 0
             try:
@@ -285,11 +307,16 @@ class SecureSession:
         For a vectored write (`transport.writelines`): frames are not copied into one
         buffer, whose fresh pages would cost the kernel a fault each at bulk rates.
         """
-        if self._plain_out and self._send_cipher is not None:
-            self._seal(len(self._plain_out))
-        chunks, self._wire_out = self._wire_out, []
-        for chunk in chunks:
-            self.bytes_sent += len(chunk)
+        plain, chunks = self._plain_out, self._wire_out
+        if plain and self._send_cipher is not None:
+            if len(plain) <= SEAL_FRAME_PLAINTEXT:  # the usual case: it all fits one frame
+                frame = self._send_cipher.encrypt_with_ad(b"", plain)
+                plain.clear()
+                chunks += (len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big"), frame)
+            else:
+                self._seal(len(plain))
+        self._wire_out = []
+        self.bytes_sent += sum(map(len, chunks))
         return chunks
 
     def _seal(self, size: int) -> None:
@@ -312,12 +339,14 @@ class SecureSession:
         self._finish(reason, by_peer=False, code=code)
 
     def get_timer(self) -> float | None:
-        if self.closed:
+        # Asked after every read: the open session first, with no call.
+        state = self.state
+        if state is SessionState.OPEN:
+            inactivity = self._last_received + self._inactivity
+            return self._next_ping if self._next_ping < inactivity else inactivity
+        if state is SessionState.CLOSED:
             return None
-        inactivity = self._last_received + self.timeouts.inactivity
-        if self.state is not SessionState.OPEN:
-            return min(self._handshake_deadline, inactivity)
-        return min(self._next_ping, inactivity)
+        return min(self._handshake_deadline, self._last_received + self._inactivity)
 
     def handle_timer(self, now: float) -> None:
         if self.closed:
@@ -346,13 +375,7 @@ class SecureSession:
             return
         assert self._receive_cipher is not None
         if len(frame) <= SMALL_FRAME and self._records_start == self._records_end:
-            # Small, nothing pending: read from the plaintext itself (fewer views).
-            plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)
-            consumed = self._read_records(plaintext, 0, len(plaintext), now)
-            tail = len(plaintext) - consumed
-            if tail and not self.closed:
-                self._make_record_space(tail)[:tail] = memoryview(plaintext)[consumed:]
-                self._records_end = tail
+            self._open_small(frame, now)
             return
         size = len(frame) - AEAD_TAG_SIZE
         if size < 0:
@@ -373,6 +396,23 @@ class SecureSession:
             self._records_start = self._records_end = 0
             if len(buffer) > RECORD_BUFFER_SIZE:
                 self._records = bytearray(RECORD_BUFFER_SIZE)
+
+    def _open_small(self, frame: BytesLike, now: float) -> None:
+        """A small frame with no record pending before it: read from the plaintext itself
+        (no copy into the record buffer, fewer views); only a trailing partial record is
+        kept."""
+        plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)  # type: ignore[union-attr]
+        size = len(plaintext)
+        if size - RECORD_HEADER_SIZE == int.from_bytes(plaintext[:RECORD_HEADER_SIZE], "big"):
+            # Exactly one record, the usual small frame: no loop, no tail.
+            message = _decode_record(plaintext[RECORD_HEADER_SIZE:])
+            self._on_message(message, size - RECORD_HEADER_SIZE, now)
+            return
+        consumed = self._read_records(plaintext, 0, size, now)
+        tail = size - consumed
+        if tail and not self.closed:
+            self._make_record_space(tail)[:tail] = memoryview(plaintext)[consumed:]
+            self._records_end = tail
 
     def _make_record_space(self, size: int) -> bytearray:
         """Room for `size` more bytes after the pending records: move them to the front,
@@ -402,11 +442,7 @@ class SecureSession:
             if start + length > size:
                 break
             position = start + length
-            try:
-                message = MESSAGE_CODEC.decode(records[start:position])
-            except DecodeError as exc:
-                raise RemoteProtocolError(f"undecodable message: {exc.reason}") from None
-            self._on_message(message, length, now)
+            self._on_message(_decode_record(records[start:position]), length, now)
         return position
 
     def _on_handshake_message(self, frame: bytes) -> None:
