@@ -56,6 +56,7 @@ VALIDATOR_KEY_FILE = "keys/validator.key"
 DATABASE_FILE = "chain.sqlite"
 DEFAULT_P2P_PORT = 26656  # CometBFT's default p2p port
 DEFAULT_API_PORT = 26657  # CometBFT's default RPC port
+MAX_API_NETWORK = 64  # ours: `[api] network` URLs (as many as a devnet has nodes)
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 
@@ -107,6 +108,9 @@ class _ApiSection(msgspec.Struct, forbid_unknown_fields=True):
     listen: str = f"127.0.0.1:{DEFAULT_API_PORT}"
     # When set, write methods (broadcasts, unban) need `Authorization: Bearer <token>`.
     token: str = ""
+    # Other nodes' API URLs (http://HOST:PORT): the dashboard's topology and propagation
+    # then cover the whole network, asked by this node. A devnet fills it in.
+    network: list[str] = []
 
 
 class ConfigFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -146,6 +150,17 @@ class DataDir:
         """Where the API listens; None when `[api] listen` is empty (no API)."""
         listen = self.config.api.listen
         return parse_host_port(listen, "api.listen") if listen else None
+
+    def api_network(self) -> list[str]:
+        """`[api] network`, checked: http(s) URLs with a host, at most MAX_API_NETWORK."""
+        urls = self.config.api.network
+        if len(urls) > MAX_API_NETWORK:
+            raise ConfigError(f"api.network: {len(urls)} URLs, at most {MAX_API_NETWORK}")
+        for index, url in enumerate(urls):
+            scheme, _, rest = url.partition("://")
+            if scheme not in ("http", "https") or not rest.split("/")[0]:
+                raise ConfigError(f"api.network[{index}]: {url!r} is not http://HOST:PORT")
+        return list(urls)
 
     def bandwidth(self) -> BandwidthLimits:
         p2p = self.config.p2p

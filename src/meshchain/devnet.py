@@ -139,7 +139,8 @@ def create_devnet(
     """Data directories under `root` for one node per node key, not started; node i
     validates with `validator_keys[i]` if there is one. Every node keeps connected to
     all the others and to `extra_peers` (HOST:PORT, e.g. a benchmark's load peers);
-    `tx_index` is each node's `[storage] tx_index`. With `base_port` P node i listens
+    `tx_index` is each node's `[storage] tx_index`; each node's `[api] network` names the
+    others' APIs (the dashboard's whole-network view). With `base_port` P node i listens
     on P + 2i and serves its API on P + 2i + 1 (predictable ports for firewalls and
     scripts); without, free ports."""
     count = len(node_keys)
@@ -150,6 +151,7 @@ def create_devnet(
     else:
         ports = [base_port + 2 * i for i in range(count)]
         api_ports = [base_port + 2 * i + 1 for i in range(count)]
+    apis = [f"http://{hosts[i]}:{api_ports[i]}" for i in range(count)]
     nodes = []
     for index in range(count):
         home = root / f"node{index}"
@@ -162,6 +164,7 @@ def create_devnet(
         config.p2p.discovery = False
         config.storage.tx_index = tx_index
         config.api.listen = f"{hosts[index]}:{api_ports[index]}"
+        config.api.network = apis[:index] + apis[index + 1 :]
         save_config(home, config)
         nodes.append(
             NodeProcess(home, hosts[index], ports[index], log_level, api_port=api_ports[index])

@@ -27,14 +27,15 @@ def process_network(
     block_interval_ms: int | None = None,
     log_level: str = "info",
     started: int | None = None,
+    wallet: SecretKey | None = None,
 ) -> Iterator[ProcessNet]:
-    """Data directories for `validators` + `observers` nodes of one chain; the first
-    `started` (default: all) are started, the rest wait for the test; every process is
-    stopped when the block ends."""
+    """Data directories for `validators` + `observers` nodes of one chain, `wallet`
+    (default: a new key) funded; the first `started` (default: all) are started, the
+    rest wait for the test; every process is stopped when the block ends."""
     count = validators + observers
     validator_keys = [SecretKey.generate() for _ in range(validators)]
     node_keys = [SecretKey.generate() for _ in range(count)]
-    wallet = SecretKey.generate()
+    wallet = wallet or SecretKey.generate()
     genesis = make_genesis(
         mode,
         chain_name=f"proc-{mode.value}",

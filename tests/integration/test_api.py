@@ -345,7 +345,7 @@ def test_malformed_requests_get_json_rpc_errors_and_the_node_serves_on(tmp_path:
             async with api.http.get(api.url + "nowhere") as response:
                 assert response.status == 404
                 assert (await response.json())["error"]["code"] == INVALID_REQUEST
-            async with api.http.get(api.url) as response:
+            async with api.http.put(api.url) as response:
                 assert response.status == 405
                 assert "POST /" in (await response.json())["error"]["message"]
             status, form = await raw(api, b"a=1", **{"Content-Type": "text/plain"})

@@ -117,6 +117,7 @@ def _stop(devnet: subprocess.Popen[str], root: Path) -> None:
     output, _ = devnet.communicate(timeout=DEADLINE)
     assert devnet.returncode == 0, output[-3000:]
     assert "devnet stopped" in output
+    assert f"dashboard: {layout['nodes'][0]['api']}/" in output  # node 0 serves it
     assert not [pid for pid in pids if _alive(pid)]
 
 

@@ -1,11 +1,14 @@
 """The API's HTTP server (aiohttp), one port: JSON-RPC 2.0 on POST /, the same over
-WebSocket on /websocket (with subscriptions), the OpenRPC document on GET /openrpc.json
-and Prometheus metrics on GET /metrics.
+WebSocket on /websocket (with subscriptions), the OpenRPC document on GET /openrpc.json,
+Prometheus metrics on GET /metrics, and the dashboard on GET / (api/dashboard.py).
 
 Every answer but the metrics is JSON: aiohttp's own 404, 405 and 413 pages become
 JSON-RPC errors in a middleware, and a failing handler an internal error, never a
 traceback. A client is bounded in time (headers, body) and size (body, batch), and a
-WebSocket in its queue and subscriptions; none of them can hold up the node.
+WebSocket in its queue and subscriptions; none of them can hold up the node. A browser
+may open a WebSocket from any site, so an upgrade whose Origin names another host is
+refused: only the node's own dashboard (or a client sending no Origin, not a browser)
+gets one.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST
+from yarl import URL
 
+from meshchain.api.dashboard import PAGE, file_response
 from meshchain.api.hub import (
     MAX_SUBSCRIPTIONS_PER_CLIENT,
     MAX_WS_CLIENTS,
@@ -28,16 +33,19 @@ from meshchain.api.hub import (
 )
 from meshchain.api.methods import NodeApi
 from meshchain.api.metrics import NodeMetrics
+from meshchain.api.network import NetworkView
 from meshchain.api.rpc import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     LIMIT_REACHED,
     MAX_BATCH_REQUESTS,
+    UNAUTHORIZED,
     CallContext,
     Dispatcher,
     encode,
     error_response,
 )
+from meshchain.api.timeline import BlockTimes
 from meshchain.runtime.driver import NodeDriver
 from meshchain.runtime.network import P2PService
 
@@ -60,7 +68,9 @@ SHUTDOWN_TIMEOUT = 5.0  # ours: handlers still running when the node stops get t
 JSON_CONTENT_TYPES = frozenset(
     {"application/json", "application/json-rpc", "application/jsonrequest"}
 )
-ENDPOINTS = "POST / (JSON-RPC 2.0), GET /websocket, GET /openrpc.json, GET /metrics"
+ENDPOINTS = (
+    "POST / (JSON-RPC 2.0), GET / (dashboard), GET /websocket, GET /openrpc.json, GET /metrics"
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,20 @@ def json_error(status: int, code: int, message: str) -> web.Response:
     )
 
 
+def same_origin(request: web.BaseRequest) -> bool:
+    """No Origin header (not a browser), or a page from the host this server was reached
+    at. Scheme and port are not compared: a reverse proxy terminating TLS serves the
+    page over https on 443 and hands the upgrade on over http."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    try:
+        seen, served = URL(origin).host, URL(f"http://{request.host}").host
+    except ValueError:
+        return False
+    return seen is not None and seen == served
+
+
 class ApiServer:
     """The node's API; `start` it on a host and port, `close` it before the node stops."""
 
@@ -94,10 +118,15 @@ class ApiServer:
         token: str = "",
         p2p: P2PService | None = None,
         limits: ApiLimits | None = None,
+        network: Sequence[str] = (),
     ) -> None:
+        """`network`: other nodes' API URLs, for the dashboard's whole-network view."""
         self.limits = limits or ApiLimits()
         self.hub = Hub(driver, self.limits.max_ws_clients, self.limits.max_subscriptions)
         self.api = NodeApi(driver, self.hub, p2p)
+        self.times = BlockTimes(driver)
+        self.network = NetworkView(self.api, self.times, network)
+        self.api.methods += self.times.methods() + self.network.methods()
         self.metrics = NodeMetrics(driver, p2p, lambda: len(self.hub.clients))
         self.dispatcher = Dispatcher(
             self.api.methods, self.limits.max_batch, self.metrics.count_call
@@ -110,6 +139,8 @@ class ApiServer:
             client_max_size=self.limits.max_body_bytes, middlewares=[self._json_errors]
         )
         app.router.add_post("/", self._rpc)
+        app.router.add_get("/", self._dashboard)
+        app.router.add_get("/dashboard/{name}", self._dashboard)
         app.router.add_get("/websocket", self._websocket)
         app.router.add_get("/openrpc.json", self._openrpc)
         app.router.add_get("/metrics", self._metrics)
@@ -137,6 +168,8 @@ class ApiServer:
             client.abort()
         self.hub.detach()
         self.metrics.detach()
+        self.times.detach()
+        await self.network.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -197,6 +230,9 @@ class ApiServer:
             return web.Response(status=204)  # notifications only: nothing is owed
         return web.Response(text=answer, content_type="application/json")
 
+    async def _dashboard(self, request: web.Request) -> web.StreamResponse:
+        return file_response(request.match_info.get("name", PAGE), request.host)
+
     async def _openrpc(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=encode(self.api.openrpc()), content_type="application/json")
 
@@ -209,6 +245,9 @@ class ApiServer:
         if len(self.hub.clients) >= self.limits.max_ws_clients:
             full = f"{len(self.hub.clients)} WebSocket clients connected, the limit"
             return json_error(503, LIMIT_REACHED, full)
+        if not same_origin(request):
+            origin = request.headers.get("Origin", "")[:100]
+            return json_error(403, UNAUTHORIZED, f"WebSocket from origin {origin!r} refused")
         ws = web.WebSocketResponse(max_msg_size=self.limits.max_body_bytes, heartbeat=WS_HEARTBEAT)
         await ws.prepare(request)
         transport = request.transport

@@ -396,6 +396,7 @@ def devnet(
         write_layout(root, nodes, mode)
         for node in nodes:
             click.echo(f"  {node.home.name}: API {_api_url(node)}", err=True)
+        click.echo(f"dashboard: {_api_url(nodes[0])} (open it in a browser)", err=True)
         failure = asyncio.run(run_devnet(nodes, mode, keys, tx_rate, duration))
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM while starting: a normal stop

@@ -175,6 +175,7 @@ def node(datadir: Path, log_level: str) -> None:
         )
         listen = home.listen_address()
         api = home.api_address()
+        network = home.api_network()
         bandwidth = home.bandwidth()
         store = SqliteChainStore(
             home.database,
@@ -198,7 +199,7 @@ def node(datadir: Path, log_level: str) -> None:
         driver.observers.append(bar)
         driver.log_sync_progress = False
     try:
-        asyncio.run(_run_node(driver, p2p, listen, api, home.config.api.token))
+        asyncio.run(_run_node(driver, p2p, listen, api, home.config.api.token, network))
     except OSError as error:
         _fail(error)
     finally:
@@ -212,6 +213,7 @@ async def _run_node(
     listen: tuple[str, int],
     api: tuple[str, int] | None,
     token: str,
+    network: list[str],
 ) -> None:
     stop = stop_on_signals()
     log = logging.getLogger("meshchain.node")
@@ -220,13 +222,13 @@ async def _run_node(
     await service.listen(*listen)
     server = None
     if api is not None:
-        server = ApiServer(driver, token=token, p2p=service)
+        server = ApiServer(driver, token=token, p2p=service, network=network)
         try:
             host, port = await server.start(*api)
         except OSError:
             await service.close()
             raise
-        log.info("api on http://%s:%d (JSON-RPC, /websocket, /metrics)", host, port)
+        log.info("api on http://%s:%d (JSON-RPC, /websocket, /metrics, dashboard /)", host, port)
     log.info(
         "node %s on chain %s at height %d",
         p2p.identity.public_key.hex()[:16],
