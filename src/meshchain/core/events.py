@@ -3,12 +3,17 @@
 Actions are imperative (what the driver must do); notices are past tense (what the node
 did, for logs, metrics and API subscribers). Drivers — the asyncio runtime and the
 simulator — execute exactly these and nothing else.
+
+They are frozen msgspec Structs rather than frozen dataclasses: one is built for every
+message a node receives and every message it sends, and a Struct is built in a sixth of
+the time (a frozen dataclass sets each field through `object.__setattr__`).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+import msgspec
 
 from meshchain.core.chain.block import Block
 from meshchain.core.peers.address import NetAddress
@@ -37,13 +42,11 @@ class ConnectionKind(enum.Enum):
 # --- inputs ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class NodeStarted:
+class NodeStarted(msgspec.Struct, frozen=True):
     """The driver is ready; the node arms its timers."""
 
 
-@dataclass(frozen=True, slots=True)
-class PeerConnected:
+class PeerConnected(msgspec.Struct, frozen=True):
     """A session is open (handshake and hellos done)."""
 
     peer: PeerId
@@ -61,47 +64,40 @@ class PeerConnected:
         return ConnectionKind.FULL_RELAY if self.outbound else ConnectionKind.INBOUND
 
 
-@dataclass(frozen=True, slots=True)
-class PeerDisconnected:
+class PeerDisconnected(msgspec.Struct, frozen=True):
     peer: PeerId
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
+class MessageReceived(msgspec.Struct, frozen=True):
     peer: PeerId
     message: Message
     size: int  # encoded bytes, for accounting
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionSubmitted:
+class TransactionSubmitted(msgspec.Struct, frozen=True):
     """A transaction from a local user (wallet, API), as canonical bytes."""
 
     raw: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class TimerFired:
+class TimerFired(msgspec.Struct, frozen=True):
     timer: str
 
 
-@dataclass(frozen=True, slots=True)
-class DialFailed:
+class DialFailed(msgspec.Struct, frozen=True):
     """A `Dial` did not produce a session (refused, timed out, handshake failed)."""
 
     address: NetAddress
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class PingMeasured:
+class PingMeasured(msgspec.Struct, frozen=True):
     peer: PeerId
     rtt: float  # seconds
 
 
-@dataclass(frozen=True, slots=True)
-class SessionViolation:
+class SessionViolation(msgspec.Struct, frozen=True):
     """The transport ended a session over bad bytes (undecodable, oversized, tampered or
     out-of-turn data): the node charges the remote IP per its offence table."""
 
@@ -109,13 +105,11 @@ class SessionViolation:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class NodeStopping:
+class NodeStopping(msgspec.Struct, frozen=True):
     """The driver is shutting down: the node saves what it keeps across restarts."""
 
 
-@dataclass(frozen=True, slots=True)
-class BlockMined:
+class BlockMined(msgspec.Struct, frozen=True):
     """The driver's miner found the proof of work for a `MineBlock` template."""
 
     block: Block
@@ -139,20 +133,17 @@ Input = (
 # --- actions --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(msgspec.Struct, frozen=True):
     peer: PeerId
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
-class Disconnect:
+class Disconnect(msgspec.Struct, frozen=True):
     peer: PeerId
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Dial:
+class Dial(msgspec.Struct, frozen=True):
     """Open an outbound connection; the driver answers `PeerConnected` or `DialFailed`."""
 
     address: NetAddress
@@ -160,8 +151,7 @@ class Dial:
     node_id: bytes | None = None  # the identity expected there, when known
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduleTimer:
+class ScheduleTimer(msgspec.Struct, frozen=True):
     """Fire `TimerFired(timer)` at `at`; scheduling a timer again replaces it."""
 
     timer: str
@@ -171,55 +161,48 @@ class ScheduleTimer:
 # --- notices --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BlockAccepted:
+class BlockAccepted(msgspec.Struct, frozen=True):
     block_hash: bytes
     height: int
     tx_count: int
     produced: bool  # made by this node
 
 
-@dataclass(frozen=True, slots=True)
-class BlockRejected:
+class BlockRejected(msgspec.Struct, frozen=True):
     block_hash: bytes
     code: RejectCode
     detail: str
     peer: PeerId | None
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionAccepted:
+class TransactionAccepted(msgspec.Struct, frozen=True):
     """The transaction entered this node's mempool (it is public: fluffed or flooded)."""
 
     txid: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionStemmed:
+class TransactionStemmed(msgspec.Struct, frozen=True):
     """A valid stem transaction went on to one Dandelion++ relay, not to the mempool."""
 
     txid: bytes
     relay: PeerId
 
 
-@dataclass(frozen=True, slots=True)
-class TransactionRejected:
+class TransactionRejected(msgspec.Struct, frozen=True):
     txid: bytes | None
     code: RejectCode
     detail: str
     peer: PeerId | None
 
 
-@dataclass(frozen=True, slots=True)
-class ChainReorganized:
+class ChainReorganized(msgspec.Struct, frozen=True):
     old_tip: bytes
     new_tip: bytes
     disconnected: int
     connected: int
 
 
-@dataclass(frozen=True, slots=True)
-class PeerPunished:
+class PeerPunished(msgspec.Struct, frozen=True):
     """A peer misbehaved: what it did and what it cost it (disconnect, discourage, ban)."""
 
     peer: PeerId
@@ -228,8 +211,7 @@ class PeerPunished:
     until: float | None  # end of a discouragement or ban
 
 
-@dataclass(frozen=True, slots=True)
-class EquivocationDetected:
+class EquivocationDetected(msgspec.Struct, frozen=True):
     """A validator signed two different votes for one height, round and step: the
     evidence is gossiped and goes into a block."""
 
@@ -239,8 +221,7 @@ class EquivocationDetected:
     kind: int  # 1 prevote, 2 precommit
 
 
-@dataclass(frozen=True, slots=True)
-class VoteSigned:
+class VoteSigned(msgspec.Struct, frozen=True):
     """We signed a proposal or vote (written to the write-ahead log first): an audit
     trail, logged at debug level."""
 
@@ -250,8 +231,7 @@ class VoteSigned:
     value: bytes  # the block hash; empty for nil
 
 
-@dataclass(frozen=True, slots=True)
-class DoubleSignRefused:
+class DoubleSignRefused(msgspec.Struct, frozen=True):
     """Our consensus wanted a second, different signature for a slot the write-ahead log
     says we signed already (a restart lost state): refused, nothing was sent."""
 
@@ -260,8 +240,7 @@ class DoubleSignRefused:
     step: str
 
 
-@dataclass(frozen=True, slots=True)
-class SyncProgress:
+class SyncProgress(msgspec.Struct, frozen=True):
     """Sync is downloading blocks toward a better header chain (at most once a second)."""
 
     height: int  # our tip
@@ -270,8 +249,7 @@ class SyncProgress:
     eta_seconds: float | None  # None until a rate is known
 
 
-@dataclass(frozen=True, slots=True)
-class SyncFinished:
+class SyncFinished(msgspec.Struct, frozen=True):
     """Sync connected every block of the best header chain it knew of."""
 
     height: int
@@ -295,8 +273,7 @@ Notice = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class MineBlock:
+class MineBlock(msgspec.Struct, frozen=True):
     """Search for a proof-of-work nonce for this template, off the event loop, and feed
     back `BlockMined`; a newer MineBlock replaces the search (the tip moved on)."""
 
