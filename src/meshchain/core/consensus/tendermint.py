@@ -17,6 +17,8 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 NIL: bytes | None = None
 # Ours: proposer turns remembered (a turn is height + round); older ones are recomputed
 # from the start when asked, which only an old height's evidence or a replay does.
@@ -40,8 +42,7 @@ class TimeoutKind(enum.IntEnum):
     PRECOMMIT = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Proposal:
+class Proposal(msgspec.Struct, frozen=True):
     height: int
     round: int
     value: bytes
@@ -49,8 +50,7 @@ class Proposal:
     proposer: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Vote:
+class Vote(msgspec.Struct, frozen=True):
     kind: VoteKind
     height: int
     round: int
@@ -76,29 +76,25 @@ class Timeouts:
 # --- effects ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Broadcast:
+class Broadcast(msgspec.Struct, frozen=True):
     message: Proposal | Vote
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduleTimeout:
+class ScheduleTimeout(msgspec.Struct, frozen=True):
     kind: TimeoutKind
     height: int
     round: int
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class Decide:
+class Decide(msgspec.Struct, frozen=True):
     height: int
     round: int
     value: bytes
     commit: tuple[Vote, ...]  # the precommits for value: more than 2/3 of the power
 
 
-@dataclass(frozen=True, slots=True)
-class Equivocation:
+class Equivocation(msgspec.Struct, frozen=True):
     """Two different votes of one validator for the same height, round and kind."""
 
     first: Vote

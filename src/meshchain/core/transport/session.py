@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass
 from typing import cast
 
+import msgspec
+
 from meshchain.core.crypto.keys import SecretKey, SignatureVerifier
 from meshchain.core.transport.identity import (
     check_identity_proof,
@@ -113,29 +115,24 @@ class AdmissionPolicy:
 # --- events ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class HandshakeCompleted:
+class HandshakeCompleted(msgspec.Struct, frozen=True):
     remote_identity: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class SessionEstablished:
+class SessionEstablished(msgspec.Struct, frozen=True):
     hello: Hello
 
 
-@dataclass(frozen=True, slots=True)
-class MessageArrived:
+class MessageArrived(msgspec.Struct, frozen=True):
     message: Message
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class PongReceived:
+class PongReceived(msgspec.Struct, frozen=True):
     rtt: float
 
 
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
+class SessionClosed(msgspec.Struct, frozen=True):
     reason: str
     by_peer: bool
     code: GoodbyeCode | None = None
