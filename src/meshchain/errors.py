@@ -7,9 +7,11 @@
     ├── ValidationError          well-formed data that breaks a rule; carries a RejectCode
     ├── ConfigError              a bad genesis file, config file or command-line value
     ├── StoreError               the store is unreadable or inconsistent
-    └── ProtocolError            a session broke the protocol
-        ├── LocalProtocolError   we were asked to do something the protocol forbids
-        └── RemoteProtocolError  the peer did
+    ├── ProtocolError            a session broke the protocol
+    │   ├── LocalProtocolError   we were asked to do something the protocol forbids
+    │   └── RemoteProtocolError  the peer did
+    └── NodeApiError             a call to a node's JSON-RPC API failed or was refused
+        └── NodeUnreachableError no connection, or no answer in time
 
 Peers' bad input surfaces as one of these, never as a bare KeyError or IndexError, so
 the caller can turn it into a disconnect and a score, and a user sees a clear message.
@@ -94,3 +96,16 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer did something the protocol does not allow."""
+
+
+class NodeApiError(MeshchainError):
+    """A JSON-RPC call that failed: the node's error answer (`code`), or a bad answer."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NodeUnreachableError(NodeApiError):
+    """No connection to the node, or no answer from it in time."""
+
