@@ -1,4 +1,4 @@
-"""`meshchain` — the command line: init, keys, node, demo, devnet."""
+"""`meshchain` — the command line: init, keys, node, demo, devnet, sim, wallet."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from meshchain.cli.devnet import devnet
 from meshchain.cli.progress import SyncBar, terminal_logging
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
 from meshchain.cli.sim import sim
+from meshchain.cli.wallet import wallet
 from meshchain.config import open_datadir, parse_host_port, save_config, write_key
 from meshchain.core.chain.genesis import ChainMode
 from meshchain.core.crypto.address import address_from_public_key, encode_address
@@ -245,6 +246,7 @@ async def _run_node(
 cli.add_command(demo)
 cli.add_command(devnet)
 cli.add_command(sim)
+cli.add_command(wallet)
 
 
 def main() -> None:
