@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from clikit import DEADLINE, meshchain
 
 from meshchain.config import open_datadir, save_genesis
 from meshchain.core.chain.chainstate import ChainState
@@ -23,18 +24,6 @@ from meshchain.core.consensus import engine_for
 from meshchain.core.crypto.address import address_from_public_key, decode_address
 from meshchain.core.crypto.keys import SecretKey
 from meshchain.storage.sqlite import SqliteChainStore
-
-DEADLINE = 90.0  # generous: a shared 2-core machine can be slow
-
-
-def meshchain(*args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meshchain", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_init_writes_a_data_directory_with_private_keys(tmp_path: Path) -> None:
