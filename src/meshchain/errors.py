@@ -7,9 +7,19 @@
     ├── ValidationError          well-formed data that breaks a rule; carries a RejectCode
     ├── ConfigError              a bad genesis file, config file or command-line value
     ├── StoreError               the store is unreadable or inconsistent
-    └── ProtocolError            a session broke the protocol
-        ├── LocalProtocolError   we were asked to do something the protocol forbids
-        └── RemoteProtocolError  the peer did
+    ├── ProtocolError            a session broke the protocol
+    │   ├── LocalProtocolError   we were asked to do something the protocol forbids
+    │   └── RemoteProtocolError  the peer did
+    ├── NodeApiError             a call to a node's JSON-RPC API failed or was refused
+    │   └── NodeUnreachableError no connection, or no answer in time
+    └── WalletError              the wallet cannot do what was asked
+        ├── WrongPassphraseError
+        ├── KeystoreCorruptError a keystore file that is not what the wallet wrote
+        ├── UnknownKeyError      no key of that name or address in the keystore
+        ├── KeyExistsError       the name or the key is in the keystore already
+        ├── AmountError          an amount that is not a whole number of base units
+        └── TransferRejectedError the node refused a transfer
+            └── InsufficientFundsError
 
 Peers' bad input surfaces as one of these, never as a bare KeyError or IndexError, so
 the caller can turn it into a disconnect and a score, and a user sees a clear message.
@@ -94,3 +104,51 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer did something the protocol does not allow."""
+
+
+class NodeApiError(MeshchainError):
+    """A JSON-RPC call that failed: the node's error answer (`code`), or a bad answer."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NodeUnreachableError(NodeApiError):
+    """No connection to the node, or no answer from it in time."""
+
+
+class WalletError(MeshchainError):
+    """The wallet cannot do what was asked; the message says why, in one line."""
+
+
+class WrongPassphraseError(WalletError):
+    """The passphrase does not open the key."""
+
+
+class KeystoreCorruptError(WalletError):
+    """A keystore file that does not parse, or whose contents were changed."""
+
+
+class UnknownKeyError(WalletError):
+    """No key with that name or address in the keystore."""
+
+
+class KeyExistsError(WalletError):
+    """A key is never overwritten: its name, or the key itself, is stored already."""
+
+
+class AmountError(WalletError):
+    """An amount that is not a positive decimal number of whole base units."""
+
+
+class TransferRejectedError(WalletError):
+    """The node refused the transfer; `reason` is its reject reason (e.g. `bad_nonce`)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class InsufficientFundsError(TransferRejectedError):
+    """The balance does not cover amount + fee (seen by the wallet, or by the node)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from clikit import DEADLINE, meshchain
 
 from meshchain.config import open_datadir, save_genesis
 from meshchain.core.chain.chainstate import ChainState
@@ -23,18 +24,6 @@ from meshchain.core.consensus import engine_for
 from meshchain.core.crypto.address import address_from_public_key, decode_address
 from meshchain.core.crypto.keys import SecretKey
 from meshchain.storage.sqlite import SqliteChainStore
-
-DEADLINE = 90.0  # generous: a shared 2-core machine can be slow
-
-
-def meshchain(*args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meshchain", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_init_writes_a_data_directory_with_private_keys(tmp_path: Path) -> None:
@@ -69,14 +58,20 @@ def test_keys_new_prints_a_valid_address_and_protects_the_file(tmp_path: Path) -
     assert meshchain("keys", "new", "--out", str(out)).returncode != 0
 
 
-@pytest.mark.parametrize("mode", ["private", "public", "consortium"])
-def test_node_makes_blocks_and_stops_cleanly_on_sigterm(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "log_format"), [("private", "human"), ("public", "human"), ("consortium", "json")]
+)
+def test_node_makes_blocks_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, mode: str, log_format: str
+) -> None:
     """A private node signs its blocks; a public one mines them (in a worker process); a
-    consortium's only validator commits them by BFT votes (its own are all it needs)."""
+    consortium's only validator commits them by BFT votes (its own are all it needs).
+    With --log-format json every line it writes is one JSON record, to the last."""
     home = tmp_path / "node"
     assert meshchain("init", "--datadir", str(home), "--mode", mode).returncode == 0
+    command = ["node", "--datadir", str(home), "--log-format", log_format]
     process = subprocess.Popen(
-        [sys.executable, "-m", "meshchain", "node", "--datadir", str(home)],
+        [sys.executable, "-m", "meshchain", *command],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -92,10 +87,15 @@ def test_node_makes_blocks_and_stops_cleanly_on_sigterm(tmp_path: Path, mode: st
         assert any("produced block 2 " in line for line in lines), "".join(lines)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=DEADLINE) == 0
+        lines += process.stderr.readlines()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    if log_format == "json":
+        records = [json.loads(line) for line in lines if line]
+        assert all(set(r) == {"time", "level", "logger", "message"} for r in records), lines
+        assert records[-1]["message"].startswith("stopped at height")
     datadir = open_datadir(home)
     genesis = datadir.genesis()
     store = SqliteChainStore(datadir.database)

@@ -19,7 +19,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import click
@@ -27,15 +26,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from meshchain.api.client import account, chain_id, rpc, signed_transfer
 from meshchain.cli.setup import COIN, make_genesis
 from meshchain.config import read_key, write_key
 from meshchain.core.chain.genesis import ChainMode
-from meshchain.core.chain.tx import TxBody, sign_transaction
-from meshchain.core.crypto.address import address_from_public_key, encode_address
+from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey
-from meshchain.core.wire.codec import encode
 from meshchain.devnet import NodeProcess, ProcessNet, create_devnet
-from meshchain.errors import MeshchainError
+from meshchain.errors import MeshchainError, NodeApiError
 from meshchain.runtime.driver import stop_on_signals
 
 DEVNET_FILE = "devnet.json"
@@ -44,29 +42,8 @@ WALLET_FUNDS = 1_000_000 * COIN
 MAX_TRANSFER = 50 * COIN
 FEE_RANGE = (1_000, 20_000)  # base units; varied so fee-rate ordering shows
 REFRESH_S = 1.0  # the table (or a log line) about once a second
-RPC_TIMEOUT_S = 5.0  # a busy node on a shared core can be slow, but not this slow
 TXS_WINDOW_S = 10.0  # tx/s is measured over this much recent history
 MAX_BLOCKS_PER_POLL = 5  # after a resume, do not fetch the whole history for tx/s
-
-
-class RpcError(Exception):
-    """A JSON-RPC error answer, or no answer at all."""
-
-
-async def rpc(session: aiohttp.ClientSession, url: str, method: str, params: Any = None) -> Any:
-    """One JSON-RPC call; its result, or RpcError."""
-    request: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
-    if params is not None:
-        request["params"] = params
-    try:
-        timeout = aiohttp.ClientTimeout(total=RPC_TIMEOUT_S)
-        async with session.post(url, json=request, timeout=timeout) as response:
-            answer = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-        raise RpcError(f"{method} at {url}: {error!r}") from None
-    if "error" in answer:
-        raise RpcError(f"{method} at {url}: {answer['error']}")
-    return answer["result"]
 
 
 def _api_url(node: NodeProcess) -> str:
@@ -174,7 +151,7 @@ async def poll(session: aiohttp.ClientSession, node: NodeProcess, view: NodeView
     url = _api_url(node)
     try:
         status = await rpc(session, url, "status")
-    except RpcError:
+    except NodeApiError:
         view.up = False
         return
     view.up = True
@@ -187,7 +164,7 @@ async def poll(session: aiohttp.ClientSession, node: NodeProcess, view: NodeView
         view.seen_height = view.height  # tx/s counts from now on
     start = max(view.seen_height + 1, view.height - MAX_BLOCKS_PER_POLL + 1)
     for height in range(start, view.height + 1):
-        with contextlib.suppress(RpcError):
+        with contextlib.suppress(NodeApiError):
             block = await rpc(session, url, "block", {"height": height})
             view.recent.append((time.monotonic(), int(block["tx_count"])))
     view.seen_height = view.height
@@ -197,7 +174,7 @@ async def send_traffic(
     session: aiohttp.ClientSession,
     nodes: list[NodeProcess],
     wallets: list[SecretKey],
-    chain_id: bytes,
+    chain: bytes,
     rate: float,
     traffic: Traffic,
 ) -> None:
@@ -212,20 +189,18 @@ async def send_traffic(
         address = address_from_public_key(sender.public_key)
         try:
             if sender_index not in traffic.nonces:
-                account = await rpc(session, url, "account", {"address": encode_address(address)})
-                traffic.nonces[sender_index] = int(account["next_nonce"])
-            body = TxBody(
-                chain_id=chain_id,
-                sender=sender.public_key,
-                recipient=address_from_public_key(wallets[recipient_index].public_key),
+                traffic.nonces[sender_index] = (await account(session, url, address)).next_nonce
+            raw = signed_transfer(
+                sender,
+                chain,
+                address_from_public_key(wallets[recipient_index].public_key),
                 amount=rng.randrange(1, MAX_TRANSFER),
                 fee=rng.randrange(*FEE_RANGE),
                 nonce=traffic.nonces[sender_index],
             )
-            raw = encode(sign_transaction(body, sender)).hex()
             traffic.submitted += 1
             answer = await rpc(session, url, "broadcast_tx_sync", {"tx": raw})
-        except RpcError:
+        except NodeApiError:
             traffic.nonces.pop(sender_index, None)  # ask the node again next time
             continue
         if answer["status"] == "rejected":
@@ -306,10 +281,9 @@ async def run_devnet(
                         break  # a Ctrl-C on the terminal reached the nodes first
                     await asyncio.gather(*(poll(session, n, v) for n, v in zip(nodes, views)))
                     if sender is None and all(v.up for v in views):
-                        status = await rpc(session, _api_url(nodes[0]), "status")
-                        chain_id = bytes.fromhex(status["node_info"]["network"])
+                        chain = await chain_id(session, _api_url(nodes[0]))
                         sender = asyncio.create_task(
-                            send_traffic(session, nodes, wallets, chain_id, rate, traffic)
+                            send_traffic(session, nodes, wallets, chain, rate, traffic)
                         )
                     now = time.monotonic()
                     if view is not None:

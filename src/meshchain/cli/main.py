@@ -1,4 +1,4 @@
-"""`meshchain` — the command line: init, keys, node, demo, devnet."""
+"""`meshchain` — the command line: init, keys, node, demo, devnet, sim, wallet."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import json
 import logging
 import random
-import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -16,9 +16,11 @@ from meshchain import __version__
 from meshchain.api.server import ApiServer
 from meshchain.cli.demo import demo
 from meshchain.cli.devnet import devnet
+from meshchain.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from meshchain.cli.progress import SyncBar, terminal_logging
 from meshchain.cli.setup import COIN, create_datadir, make_genesis
 from meshchain.cli.sim import sim
+from meshchain.cli.wallet import wallet
 from meshchain.config import open_datadir, parse_host_port, save_config, write_key
 from meshchain.core.chain.genesis import ChainMode
 from meshchain.core.crypto.address import address_from_public_key, encode_address
@@ -36,8 +38,14 @@ INIT_WALLET_KEY_FILE = "keys/wallet.key"
 INIT_ALLOCATION = 1_000_000 * COIN
 
 
-def _fail(error: Exception) -> None:
+def _fail(error: Exception) -> NoReturn:
     raise click.ClickException(str(error))
+
+
+def _log_failure(error: Exception) -> NoReturn:
+    """`_fail` for JSON logs: the error as a record, so stderr stays one JSON a line."""
+    logging.getLogger("meshchain.node").error("%s", error)
+    raise SystemExit(1)
 
 
 @click.group()
@@ -136,18 +144,17 @@ def keys_new(out: Path | None) -> None:
     click.echo(json.dumps(report, indent=2))
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 @cli.command()
 @click.option("--datadir", required=True, type=click.Path(path_type=Path, exists=True))
-@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
-def node(datadir: Path, log_level: str) -> None:
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(LOG_LEVELS))
+@click.option(
+    "--log-format",
+    default="human",
+    show_default=True,
+    type=click.Choice(LOG_FORMATS),
+    help="human lines, or json: one object a line on stderr (no progress bar).",
+)
+def node(datadir: Path, log_level: str, log_format: str) -> None:
     """Run a node from its data directory until SIGINT or SIGTERM.
 
     It listens on `[p2p] listen` of config.toml, keeps connected to `[p2p] peers` and
@@ -156,10 +163,12 @@ def node(datadir: Path, log_level: str) -> None:
     elsewhere the log says how it goes.
     """
     console = Console(stderr=True)
-    if console.is_terminal:
+    fancy = console.is_terminal and log_format == "human"  # rich lines and a sync bar
+    if fancy:
         terminal_logging(log_level, console)
     else:
-        _configure_logging(log_level)
+        configure_logging(log_level, log_format)
+    fail = _fail if log_format == "human" else _log_failure
     try:
         home = open_datadir(datadir)
         genesis = home.genesis()
@@ -184,7 +193,7 @@ def node(datadir: Path, log_level: str) -> None:
         )
         core = Node(config, store, random.Random())
     except MeshchainError as error:
-        _fail(error)
+        fail(error)
     p2p = P2PConfig(
         identity=identity,
         noise_static=new_noise_static_key(),
@@ -195,13 +204,18 @@ def node(datadir: Path, log_level: str) -> None:
     install_uvloop()
     driver = NodeDriver(core)
     bar = SyncBar(console)
-    if console.is_terminal:
+    if fancy:
         driver.observers.append(bar)
         driver.log_sync_progress = False
     try:
         asyncio.run(_run_node(driver, p2p, listen, api, home.config.api.token, network))
     except OSError as error:
-        _fail(error)
+        fail(error)
+    except Exception:
+        if log_format == "human":
+            raise  # the traceback, as Python prints it
+        logging.getLogger("meshchain.node").exception("the node failed")
+        raise SystemExit(1) from None
     finally:
         bar.close()
         store.close()
@@ -247,6 +261,7 @@ async def _run_node(
 cli.add_command(demo)
 cli.add_command(devnet)
 cli.add_command(sim)
+cli.add_command(wallet)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The wallet: keys kept encrypted under a passphrase, and transfers through a node's API."""
