@@ -51,7 +51,7 @@ DEADLINE = 30.0
 FAST = SessionTimeouts(handshake=5.0, ping_interval=0.1, inactivity=60.0)
 # Sessions that never ping in a test's time: a node then knows no peer's ping time, and
 # eviction decides by groups and age alone, so its victim is known in advance.
-QUIET = SessionTimeouts(handshake=5.0, ping_interval=600.0, inactivity=600.0)
+QUIET = SessionTimeouts(handshake=5.0, ping_interval=600.0, inactivity=600.0, first_ping=600.0)
 TARGET = "127.0.0.1"
 
 

@@ -388,14 +388,17 @@ def test_a_non_empty_first_message_is_refused() -> None:
     assert "empty payload" in closed(server.events()).reason
 
 
-def test_ping_measures_round_trip_time() -> None:
+def test_ping_measures_round_trip_time_at_once_and_then_every_interval() -> None:
     pair = open_pair()
     interval = pair.client.timeouts.ping_interval
+    assert pair.client.get_timer() == pytest.approx(T0)  # the first ping is due on opening
+    pair.client.handle_timer(T0)
+    pair.pump(T0 + 0.25)
     assert pair.client.get_timer() == pytest.approx(T0 + interval)
     pair.client.handle_timer(T0 + interval)
-    pair.pump(T0 + interval + 0.25)
+    pair.pump(T0 + interval + 0.5)
     rtts = [e.rtt for e in pair.client_events if isinstance(e, PongReceived)]
-    assert rtts == [pytest.approx(0.25)]
+    assert rtts == [pytest.approx(0.25), pytest.approx(0.5)]
 
 
 def test_handshake_timeout_closes_a_staller() -> None:

@@ -30,6 +30,7 @@ from meshchain.api.client import account, chain_id, rpc, signed_transfer
 from meshchain.cli.setup import COIN, make_genesis
 from meshchain.config import read_key, write_key
 from meshchain.core.chain.genesis import ChainMode
+from meshchain.core.chain.ledger import MAX_MONEY
 from meshchain.core.crypto.address import address_from_public_key
 from meshchain.core.crypto.keys import SecretKey
 from meshchain.devnet import NodeProcess, ProcessNet, create_devnet
@@ -59,6 +60,12 @@ def _wallet_path(root: Path, index: int) -> Path:
     return root / WALLETS_DIR / f"wallet-{index}.key"
 
 
+def wallet_funds(wallets: int) -> int:
+    """Each demo wallet's grant: WALLET_FUNDS, or an equal share of half the supply cap
+    when that many wallets would exceed it (block rewards need the rest)."""
+    return min(WALLET_FUNDS, MAX_MONEY // 2 // wallets)
+
+
 def _load_wallets(root: Path) -> list[SecretKey]:
     wallets: list[SecretKey] = []
     while _wallet_path(root, len(wallets)).exists():
@@ -79,7 +86,9 @@ def create_network(
         chain_name=f"meshchain-devnet-{mode.value}",
         validators=validator_keys,
         members=node_keys,
-        allocations=[(address_from_public_key(k.public_key), WALLET_FUNDS) for k in wallet_keys],
+        allocations=[
+            (address_from_public_key(k.public_key), wallet_funds(wallets)) for k in wallet_keys
+        ],
     )
     # On PoW a node with a "validator" key mines, paying that key's address.
     net = create_devnet(root, genesis, node_keys, validator_keys, base_port=base_port)

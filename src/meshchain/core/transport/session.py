@@ -72,6 +72,9 @@ HANDSHAKE_TIMEOUT = 20.0
 # Bitcoin Core: PING_INTERVAL 2 minutes, TIMEOUT_INTERVAL 20 minutes of silence.
 PING_INTERVAL = 120.0
 INACTIVITY_TIMEOUT = 20 * 60.0
+# The first ping goes out as soon as the session opens, as Bitcoin Core's does: the
+# round-trip time is known within a moment of connecting (eviction and `net_info` use it).
+FIRST_PING_DELAY = 0.0
 # Sessions never rekey: a 64-bit nonce cannot wrap at any real message rate, and the
 # session ends long before (see docs/protocol.md). This bounds a session anyway.
 MAX_FRAMES_PER_SESSION = 2**63
@@ -93,6 +96,7 @@ class SessionTimeouts:
     handshake: float = HANDSHAKE_TIMEOUT
     ping_interval: float = PING_INTERVAL
     inactivity: float = INACTIVITY_TIMEOUT
+    first_ping: float = FIRST_PING_DELAY  # after the session opens
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +532,7 @@ class SecureSession:
         else:
             self.remote_hello = hello
             self.state = SessionState.OPEN
+            self._next_ping = self._last_received + self.timeouts.first_ping
             self._events.append(SessionEstablished(hello))
 
     def _queue(self, message: AnyMessage, encoded: bytes | None = None) -> None:
