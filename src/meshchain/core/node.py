@@ -320,7 +320,7 @@ class Node:
         self, peer: PeerId, message: TransactionMessage, now: float
     ) -> list[Action]:
         # The common case first, without another call: a transaction we already have.
-        if txid_of(message.transaction) in self.mempool:
+        if self.mempool.has(txid_of(message.transaction)):
             return []
         return self.accept_transaction(message.transaction, None, now, peer)
 

@@ -160,7 +160,7 @@ class ChainState:
     # --- start-up -------------------------------------------------------------------
 
     def _initialize(self) -> None:
-        block = genesis_block(self.genesis)
+        block = genesis_block(self.genesis, self.ledger)  # still the genesis state here
         raw = encode(block)
         entry = BlockIndexEntry(
             block_hash(block),

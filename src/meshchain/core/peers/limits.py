@@ -179,12 +179,15 @@ class TokenBucket:
         level = self._level
         if now > self._updated:
             if level < self.capacity:
-                level = min(self.capacity, level + (now - self._updated) * self.rate)
+                level += (now - self._updated) * self.rate
+                if level > self.capacity:  # `min` and `max` written out: no calls
+                    level = self.capacity
             self._updated = now
         if level + TOKEN_EPSILON < amount:
             self._level = level
             return False
-        self._level = max(0.0, level - amount)
+        level -= amount
+        self._level = level if level > 0.0 else 0.0
         return True
 
     def add(self, amount: float) -> None:
