@@ -313,11 +313,12 @@ class SecureSession:
             if len(plain) <= SEAL_FRAME_PLAINTEXT:  # the usual case: it all fits one frame
                 frame = self._send_cipher.encrypt_with_ad(b"", plain)
                 plain.clear()
-                chunks += (len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big"), frame)
+                size = len(frame)
+                chunks += (size.to_bytes(LENGTH_PREFIX_SIZE, "big"), frame)
+                self.bytes_sent += LENGTH_PREFIX_SIZE + size
             else:
                 self._seal(len(plain))
         self._wire_out = []
-        self.bytes_sent += sum(map(len, chunks))
         return chunks
 
     def _seal(self, size: int) -> None:
@@ -329,6 +330,7 @@ class SecureSession:
                 frame = encrypt(b"", view[start : min(start + SEAL_FRAME_PLAINTEXT, size)])
                 self._wire_out.append(len(frame).to_bytes(LENGTH_PREFIX_SIZE, "big"))
                 self._wire_out.append(frame)
+                self.bytes_sent += LENGTH_PREFIX_SIZE + len(frame)
         del plain[:size]
 
     def close(self, code: GoodbyeCode = GoodbyeCode.NORMAL, reason: str = "closing") -> None:
@@ -369,6 +371,7 @@ class SecureSession:
         assert self._handshake is not None
         message = self._handshake.write_message(payload)
         self._wire_out.append(len(message).to_bytes(LENGTH_PREFIX_SIZE, "big") + message)
+        self.bytes_sent += LENGTH_PREFIX_SIZE + len(message)
 
     def _on_frame(self, frame: memoryview, now: float) -> None:
         if self._handshake is not None:
